@@ -1,0 +1,153 @@
+"""IR -> Python source through the jinja2 templates, and atomic writing of the module.
+
+The rendered module depends only on the IR's structure (blocks, connections, kinds,
+activations), never on sizes, so every width of a sweep shares one module and one numba
+compile. Its file name carries a hash of its own text: an unchanged structure reuses both the
+file and numba's on-disk cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import jinja2
+
+from .graph import IR
+
+
+def templates_dir() -> Path:
+    """The templates shipped in the wheel (dagc/templates) or, in a checkout, ../templates."""
+    inside = Path(__file__).parent / "templates"
+    return inside if inside.is_dir() else Path(__file__).parent.parent / "templates"
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(templates_dir()),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # noqa: S701 - renders Python, and only validated identifiers reach it
+)
+
+
+def render(ir: IR) -> str:
+    """The generated module's source for this IR's structure."""
+    return _ENV.get_template("module.py.j2").render(**_context(ir))
+
+
+def module_name(ir: IR, source: str) -> str:
+    return f"{ir.name}_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+
+
+def write_module(ir: IR, directory: str | Path) -> Path:
+    """Render and write `<name>_<hash>.py` into `directory` unless it is already there.
+
+    Written to a temporary file and hard-linked into place, so readers never see a partial
+    file and an existing module is never touched (numba's cache checks its mtime).
+    """
+    source = render(ir)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{module_name(ir, source)}.py"
+    if path.exists():
+        return path
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(source)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race with the same text
+    finally:
+        os.unlink(tmp)
+    return path
+
+
+def _context(ir: IR) -> dict:
+    inputs = _with_starts([b for b in ir.blocks if b.is_input])
+    outputs = _with_starts([b for b in ir.blocks if b.is_output])
+    conn_vars = {}
+    for k, c in enumerate(ir.connections):
+        conn_vars[(c.src, c.dst)] = f"{k}_{c.src}_{c.dst}"
+    input_names = {b.name for b in ir.blocks if b.is_input}
+    computed = []
+    for b in ir.blocks:
+        if b.is_input:
+            continue
+        conns = [{"src": c.src, "var": conn_vars[(c.src, c.dst)], "sparse": c.kind != "dense",
+                  "from_input": c.src in input_names} for c in ir.incoming(b.name)]
+        computed.append({"name": b.name, "act": b.act, "bias": b.bias, "add": list(b.add),
+                         "conns": conns, "comment": _comment(b, conns)})
+    pieces = _pieces(ir, conn_vars)
+    last = pieces[-1]
+    return {
+        "name": ir.name,
+        "summary": _summary(ir),
+        "blocks": [{"name": b.name} for b in ir.blocks],
+        "inputs": inputs,
+        "outputs": outputs,
+        "computed": computed,
+        "input_names": input_names,
+        "sparse": [{"var": conn_vars[(c.src, c.dst)]} for c in ir.connections if c.kind != "dense"],
+        "pieces": pieces,
+        "acts": sorted({b.act for b in ir.blocks if b.act not in ("", "identity")}),
+        "n_in_expr": " + ".join(f"n_{b['name']}" for b in inputs),
+        "n_out_expr": _total(outputs),
+        "n_params_expr": f"{last['offset_var']} + {last['size_expr']}",
+    }
+
+
+def _with_starts(blocks) -> list[dict]:
+    """Blocks with `start`: their first column among the inputs (or outputs), as code."""
+    out, start = [], "0"
+    for b in blocks:
+        end = f"n_{b.name}" if start == "0" else f"{start} + n_{b.name}"
+        out.append({"name": b.name, "start": start, "end": end})
+        start = end
+    return out
+
+
+def _total(blocks: list[dict]) -> str:
+    names = [f"n_{b['name']}" for b in blocks]
+    return names[0] if len(names) == 1 else f"({' + '.join(names)})"
+
+
+def _pieces(ir: IR, conn_vars: dict) -> list[dict]:
+    pieces, previous = [], None
+    for p in ir.layout:
+        if p.kind == "bias":
+            var, size, shape = f"b_{p.dst}", f"n_{p.dst}", ""
+        else:
+            var = conn_vars[(p.src, p.dst)]
+            if p.kind == "dense":
+                size, shape = f"n_{p.dst} * n_{p.src}", f"n_{p.dst}, n_{p.src}"
+            else:
+                size, shape = f"idx{var}.size", ""
+        offset = "0" if previous is None else f"{previous['offset_var']} + {previous['size_expr']}"
+        previous = {"var": var, "kind": "dense" if p.kind == "dense" else "flat",
+                    "offset_var": f"o{var}", "offset_expr": offset, "size_expr": size,
+                    "shape_expr": shape}
+        pieces.append(previous)
+    return pieces
+
+
+def _comment(block, conns: list[dict]) -> str:
+    terms = [f"W {c['src']}" if not c["sparse"] else f"W {c['src']} (sparse)" for c in conns]
+    if block.bias:
+        terms.append("b")
+    text = f"{block.name} = {block.act}(s * ({' + '.join(terms)}))"
+    return text + "".join(f" + {a}" for a in block.add)
+
+
+def _summary(ir: IR) -> str:
+    lines = ["Blocks in topological order:"]
+    for b in ir.blocks:
+        if b.is_input:
+            lines.append(f"    {b.name}: input")
+        else:
+            conns = [{"src": c.src, "sparse": c.kind != "dense"} for c in ir.incoming(b.name)]
+            lines.append(f"    {_comment(b, conns)}" + ("  [output]" if b.is_output else ""))
+    return "\n".join(lines)

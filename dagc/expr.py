@@ -1,0 +1,115 @@
+"""Size expressions in `width`: integers, + - * / //, unary minus and parentheses.
+
+Parsed by a small recursive-descent parser into a tree of tuples and evaluated with exact
+rational arithmetic, so `width/4` is accepted only when it divides evenly. Nothing is ever
+passed to `eval`.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from .errors import DagcError
+
+_TOKEN = re.compile(r"\s*(?:(\d+)|(width)\b|(//|[-+*/()]))")
+
+Expr = tuple  # ("num", int) | ("width",) | ("neg", Expr) | (op, Expr, Expr)
+
+
+def parse(text: str | int, where: str) -> Expr:
+    """Parse a size expression; `where` names it in errors (file and block)."""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise DagcError(f"{where}: expected an integer or an expression in width, got {text!r}")
+    if isinstance(text, int):
+        return ("num", text)
+    tokens = _tokenize(text, where)
+    tree, rest = _sum(tokens, where, text)
+    if rest:
+        raise DagcError(f"{where}: cannot parse size expression {text!r} near {rest[0]!r}")
+    return tree
+
+
+def evaluate(tree: Expr, width: int | None, where: str) -> int:
+    """Evaluate to a positive integer; `width` may be None when the tree does not use it."""
+    value = _value(tree, width, where)
+    if value.denominator != 1 or value <= 0:
+        raise DagcError(f"{where}: size must be a positive integer, got {value} (width={width})")
+    return int(value)
+
+
+def uses_width(tree: Expr) -> bool:
+    if tree[0] == "width":
+        return True
+    return any(uses_width(child) for child in tree[1:] if isinstance(child, tuple))
+
+
+def _tokenize(text: str, where: str) -> list[str]:
+    tokens, pos = [], 0
+    text = text.rstrip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match:
+            raise DagcError(f"{where}: cannot parse size expression {text!r} at {text[pos:]!r}")
+        tokens.append(match.group(match.lastindex))
+        pos = match.end()
+    if not tokens:
+        raise DagcError(f"{where}: empty size expression")
+    return tokens
+
+
+def _sum(tokens, where, text):
+    left, tokens = _product(tokens, where, text)
+    while tokens and tokens[0] in "+-":
+        op, (right, tokens) = tokens[0], _product(tokens[1:], where, text)
+        left = (op, left, right)
+    return left, tokens
+
+
+def _product(tokens, where, text):
+    left, tokens = _unary(tokens, where, text)
+    while tokens and tokens[0] in ("*", "/", "//"):
+        op, (right, tokens) = tokens[0], _unary(tokens[1:], where, text)
+        left = (op, left, right)
+    return left, tokens
+
+
+def _unary(tokens, where, text):
+    if not tokens:
+        raise DagcError(f"{where}: size expression {text!r} ends too early")
+    head, rest = tokens[0], tokens[1:]
+    if head == "-":
+        inner, rest = _unary(rest, where, text)
+        return ("neg", inner), rest
+    if head == "(":
+        inner, rest = _sum(rest, where, text)
+        if not rest or rest[0] != ")":
+            raise DagcError(f"{where}: unbalanced parentheses in {text!r}")
+        return inner, rest[1:]
+    if head == "width":
+        return ("width",), rest
+    if head.isdigit():
+        return ("num", int(head)), rest
+    raise DagcError(f"{where}: unexpected {head!r} in size expression {text!r}")
+
+
+def _value(tree: Expr, width: int | None, where: str) -> Fraction:
+    kind = tree[0]
+    if kind == "num":
+        return Fraction(tree[1])
+    if kind == "width":
+        if width is None:
+            raise DagcError(f"{where}: the size uses `width` but no width is set (file or --width)")
+        return Fraction(width)
+    if kind == "neg":
+        return -_value(tree[1], width, where)
+    left, right = _value(tree[1], width, where), _value(tree[2], width, where)
+    if kind in ("/", "//") and right == 0:
+        raise DagcError(f"{where}: division by zero in size expression")
+    return {
+        "+": lambda: left + right,
+        "-": lambda: left - right,
+        "*": lambda: left * right,
+        "/": lambda: left / right,
+        "//": lambda: Fraction(left // right),
+    }[kind]()

@@ -1,0 +1,200 @@
+"""Load a generated module and wrap it as a `CompiledNet` with checked arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from . import codegen, graph, spec
+from .errors import DagcError
+
+_LOADED: dict[Path, ModuleType] = {}
+
+
+def cache_dir() -> Path:
+    """Where generated modules (and numba's cache beside them) live: $DAGC_CACHE_DIR or
+    ~/.cache/dagc."""
+    root = os.environ.get("DAGC_CACHE_DIR") or Path.home() / ".cache" / "dagc"
+    return Path(root) / "generated"
+
+
+def compile(arch: str | Path, width: int | None = None, graph_seed: int | None = None,
+            directory: str | Path | None = None) -> CompiledNet:
+    """Compile an architecture (bundled name or path) at `width` into a `CompiledNet`.
+
+    The generated module is shared by every width with the same structure, and numba's
+    on-disk cache makes a second process load it instead of compiling again.
+    """
+    return compile_spec(spec.load(arch), width, graph_seed, directory)
+
+
+def compile_spec(architecture: spec.Spec, width: int | None = None,
+                 graph_seed: int | None = None,
+                 directory: str | Path | None = None) -> CompiledNet:
+    """As `compile`, from an already parsed `Spec` (sweeps carry the file text)."""
+    ir = graph.build(architecture, width, graph_seed)
+    path = codegen.write_module(ir, directory or cache_dir())
+    return CompiledNet(ir, load_module(path))
+
+
+def load_module(path: Path) -> ModuleType:
+    """Import a generated module once per process."""
+    path = Path(path).resolve()
+    if path not in _LOADED:
+        name = f"dagc_generated_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        _LOADED[path] = module
+    return _LOADED[path]
+
+
+class CompiledNet:
+    """A compiled architecture at one width: exact forward pass and derivatives in float64.
+
+    Attributes: `width` (the file's width parameter), `width_m` (the paper's width: minimum
+    in-degree outside layers 0 and 1), `depth`, `n_params`, `n_in`, `n_out`, `layers`
+    (block name -> layer), `layout` (design.md section 3), `sources` (sparse index arrays),
+    `module` (the generated module) and `ir`.
+    """
+
+    def __init__(self, ir: graph.IR, module: ModuleType):
+        self.ir = ir
+        self.module = module
+        self.name = ir.name
+        self.width = ir.width
+        self.width_m = ir.width_m
+        self.depth = ir.depth
+        self.n_params = ir.n_params
+        self.n_in = ir.n_in
+        self.n_out = ir.n_out
+        self.layers = {b.name: b.layer for b in ir.blocks}
+        self.layout = tuple((p.src, p.dst, p.kind, p.offset, p.shape) for p in ir.layout)
+        self.sources = {(c.src, c.dst): _sources(c) for c in ir.connections if c.kind != "dense"}
+        sparse = [c for c in ir.connections if c.kind != "dense"]
+        self._args = (
+            np.array([b.size for b in ir.blocks], np.int64),
+            tuple(1.0 / np.sqrt(b.in_degree.astype(np.float64)) for b in ir.blocks
+                  if not b.is_input),
+            tuple(c.indptr for c in sparse),
+            tuple(c.indices for c in sparse),
+        )
+
+    def __repr__(self) -> str:
+        return (f"CompiledNet({self.name!r}, width={self.width}, width_m={self.width_m}, "
+                f"depth={self.depth}, n_params={self.n_params})")
+
+    def init(self, seed: int = 0) -> np.ndarray:
+        """Weights i.i.d. N(0, 1) (NTK parameterization), shape (P,), from `seed`."""
+        _check_memory(self.n_params, f"the {self.n_params:,} parameters of {self.name}")
+        return np.random.default_rng(seed).standard_normal(self.n_params)
+
+    def forward(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Outputs (n, n_out) at the rows of X (n, n_in)."""
+        return self.module.forward(self._w(w), self._batch(X, "X"), *self._args)
+
+    def vjp(self, w: np.ndarray, X: np.ndarray, C: np.ndarray) -> np.ndarray:
+        """sum_i C[i] . df(X[i])/dw, shape (P,); C has shape (n, n_out)."""
+        X = self._batch(X, "X")
+        C = _float_array(C, "C", 2)
+        if C.shape != (X.shape[0], self.n_out):
+            raise DagcError(f"C: expected shape {(X.shape[0], self.n_out)}, got {C.shape}")
+        return self.module.vjp(self._w(w), X, C, *self._args)
+
+    def jacobian(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Per-sample Jacobian (n, n_out, P)."""
+        X = self._batch(X, "X")
+        _check_memory(X.shape[0] * self.n_out * self.n_params, "the Jacobian")
+        return self.module.jacobian(self._w(w), X, *self._args)
+
+    def hvp(self, w: np.ndarray, x: np.ndarray, v: np.ndarray, output: int = 0,
+            out: np.ndarray | None = None) -> np.ndarray:
+        """Hessian of output `output` at the single input x (n_in,), times v (P,).
+
+        Pass `out` (P,) to reuse a buffer across calls (faster for large P).
+        """
+        x = _float_array(x, "x", 1)
+        if x.shape != (self.n_in,):
+            raise DagcError(f"x: expected shape ({self.n_in},), got {x.shape}")
+        v = self._w(v, "v")
+        if isinstance(output, bool) or not isinstance(output, (int, np.integer)) \
+                or not 0 <= output < self.n_out:
+            raise DagcError(f"output: expected an integer in [0, {self.n_out}), got {output!r}")
+        if out is None:
+            out = np.empty(self.n_params)
+        elif not (isinstance(out, np.ndarray) and out.dtype == np.float64
+                  and out.shape == (self.n_params,) and out.flags.c_contiguous):
+            raise DagcError(f"out: expected a contiguous float64 array of shape ({self.n_params},)")
+        return self.module.hvp(self._w(w), x, v, int(output), out, *self._args)
+
+    def ntk(self, w: np.ndarray, X1: np.ndarray, X2: np.ndarray | None = None) -> np.ndarray:
+        """Empirical NTK: (n1, n2) for one output, else (n1, n2, n_out, n_out)."""
+        X1 = self._batch(X1, "X1")
+        X2 = X1 if X2 is None else self._batch(X2, "X2")
+        K = self.module.ntk(self._w(w), X1, X2, *self._args)
+        if self.n_out == 1:
+            return K[0, 0]
+        return np.ascontiguousarray(K.transpose(2, 3, 0, 1))
+
+    def unflatten(self, w: np.ndarray) -> dict:
+        """The parameter pieces as views: {(src, dst): array}, with (None, dst) for biases."""
+        w = self._w(w)
+        return {(src, dst): w[offset:offset + int(np.prod(shape))].reshape(shape)
+                for src, dst, _, offset, shape in self.layout}
+
+    def _w(self, w, name: str = "w") -> np.ndarray:
+        w = _float_array(w, name, 1)
+        if w.shape != (self.n_params,):
+            raise DagcError(f"{name}: expected shape ({self.n_params},), got {w.shape}")
+        return w
+
+    def _batch(self, X, name: str) -> np.ndarray:
+        X = _float_array(X, name, 2)
+        if X.shape[1] != self.n_in or X.shape[0] == 0:
+            raise DagcError(f"{name}: expected shape (n, {self.n_in}) with n >= 1, got {X.shape}")
+        return X
+
+
+def _float_array(value, name: str, ndim: int) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise DagcError(f"{name}: expected a numpy array, got {type(value).__name__}")
+    if value.dtype != np.float64:
+        raise DagcError(f"{name}: expected dtype float64, got {value.dtype}")
+    if value.ndim != ndim:
+        raise DagcError(f"{name}: expected {ndim} dimension(s), got shape {value.shape}")
+    return np.ascontiguousarray(value)
+
+
+def _sources(conn: graph.Connection):
+    """Block sparse: (size_dst, fan_in) indices; neuron-graph ragged: (indptr, indices)."""
+    if conn.kind == "sparse":
+        return conn.indices.reshape(conn.shape)
+    return conn.indptr, conn.indices
+
+
+def _check_memory(n_floats: int, what: str) -> None:
+    needed = 8 * n_floats
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise DagcError(f"{what} need {needed / 1e9:.1f} GB but only {available / 1e9:.1f} GB "
+                        "of memory is available")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -1,0 +1,295 @@
+"""Architecture file -> validated `Spec` (design.md section 2).
+
+Everything that can be checked without knowing the width is checked here: identifiers,
+unknown keys, unknown sources, activations, cycles, inputs that feed nothing. Sizes stay
+expressions in `width`; `graph.build` resolves them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import networkx as nx
+import yaml
+
+from . import expr
+from .errors import DagcError
+
+ACTIVATIONS = ("identity", "tanh", "sigmoid", "softplus", "erf", "gelu", "sin", "relu")
+BUNDLED_DIR = Path(__file__).parent / "architectures"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_TOP_KEYS = {"name", "width", "inputs", "blocks", "graph", "graph_seed", "act"}
+_BLOCK_KEYS = {"size", "act", "from", "bias", "add"}
+_GENERATOR_KEYS = {"generator", "inputs", "layers", "size", "fan_in", "outputs", "act"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One entry of a block's `from`: dense when `fan_in` is None."""
+
+    block: str
+    fan_in: expr.Expr | None
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    name: str
+    size: expr.Expr
+    act: str
+    sources: tuple[Source, ...]
+    bias: bool
+    add: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RandomDag:
+    """`graph: {generator: random_dag, ...}`: a neuron-level DAG drawn from `graph_seed`."""
+
+    inputs: expr.Expr
+    layers: int
+    size: expr.Expr
+    fan_in: expr.Expr
+    outputs: int
+    act: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated architecture file. Exactly one of `blocks` and `graph` is set."""
+
+    name: str
+    path: str
+    text: str
+    width: int | None
+    graph_seed: int
+    inputs: tuple[tuple[str, expr.Expr], ...]
+    blocks: tuple[BlockSpec, ...]
+    graph: Path | RandomDag | None
+    hidden_act: str = "tanh"  # neuron graphs: activation of hidden neurons without an `act`
+
+    @property
+    def digest(self) -> str:
+        """Hash of the file text: identifies exactly what was compiled."""
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
+
+
+def resolve(arch: str | Path) -> Path:
+    """A path to an existing file, or the name of a bundled architecture."""
+    path = Path(arch)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_DIR / f"{arch}.yaml"
+    if isinstance(arch, str) and _IDENTIFIER.match(arch) and bundled.is_file():
+        return bundled
+    raise DagcError(
+        f"{arch}: no such architecture file or bundled architecture "
+        f"(bundled: {', '.join(bundled_names())})"
+    )
+
+
+def load(arch: str | Path) -> Spec:
+    """Read and validate an architecture file (path or bundled name)."""
+    path = resolve(arch)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DagcError(f"{path}: cannot read: {err}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, path: str = "<string>") -> Spec:
+    """Validate the text of an architecture file; `path` names it in errors."""
+    doc = _load_yaml(text, path)
+    _check_keys(doc, _TOP_KEYS, path)
+    name = _identifier(doc.get("name", Path(path).stem), f"{path}: name")
+    width = _optional_positive_int(doc.get("width"), f"{path}: width")
+    graph_seed = doc.get("graph_seed", 0)
+    if isinstance(graph_seed, bool) or not isinstance(graph_seed, int) or graph_seed < 0:
+        raise DagcError(f"{path}: graph_seed must be a non-negative integer, got {graph_seed!r}")
+    if ("blocks" in doc) == ("graph" in doc):
+        raise DagcError(f"{path}: give exactly one of `blocks` (block DAG) and `graph` (neuron DAG)")
+    common = dict(name=name, path=path, text=text, width=width, graph_seed=graph_seed)
+    if "graph" in doc:
+        if "inputs" in doc:
+            raise DagcError(f"{path}: `inputs` belongs to block DAGs; a neuron graph's inputs "
+                            "are its neurons of in-degree 0")
+        hidden_act = _activation(doc.get("act", "tanh"), f"{path}: act")
+        return Spec(inputs=(), blocks=(), graph=_graph_source(doc["graph"], path),
+                    hidden_act=hidden_act, **common)
+    if "act" in doc:
+        raise DagcError(f"{path}: a top-level `act` is for neuron graphs; blocks set their own")
+    inputs = _inputs(doc.get("inputs"), path)
+    blocks = _blocks(doc["blocks"], path)
+    _check_graph(inputs, blocks, path)
+    # _check_graph made sure that only output blocks may omit `act`: they default to identity.
+    blocks = tuple(b if b.act else replace(b, act="identity") for b in blocks)
+    return Spec(inputs=inputs, blocks=blocks, graph=None, **common)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe loader that rejects duplicate keys (a repeated block name is a silent bug)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str, path: str) -> dict:
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise DagcError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+    if doc is None:
+        raise DagcError(f"{path}: the file is empty")
+    if not isinstance(doc, dict):
+        raise DagcError(f"{path}: expected a mapping at the top level, got {type(doc).__name__}")
+    return doc
+
+
+def _check_keys(mapping: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(str(k) for k in mapping if k not in allowed)
+    if unknown:
+        raise DagcError(f"{where}: unknown key(s) {', '.join(unknown)} "
+                        f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def _identifier(value, where: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise DagcError(f"{where}: {value!r} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+    return value
+
+
+def _activation(value, where: str) -> str:
+    if value not in ACTIVATIONS:
+        raise DagcError(f"{where}: unknown activation {value!r} (known: {', '.join(ACTIVATIONS)})")
+    return value
+
+
+def _optional_positive_int(value, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise DagcError(f"{where}: must be a positive integer, got {value!r}")
+    return value
+
+
+def _inputs(raw, path: str) -> tuple[tuple[str, expr.Expr], ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise DagcError(f"{path}: `inputs` must be a non-empty mapping of input names to sizes")
+    return tuple((_identifier(name, f"{path}: input"), expr.parse(size, f"{path}: input {name}"))
+                 for name, size in raw.items())
+
+
+def _blocks(raw, path: str) -> tuple[BlockSpec, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise DagcError(f"{path}: `blocks` must be a non-empty mapping of block names to blocks")
+    return tuple(_block(_identifier(name, f"{path}: block"), body, f"{path}: block {name}")
+                 for name, body in raw.items())
+
+
+def _block(name: str, body, where: str) -> BlockSpec:
+    if not isinstance(body, dict):
+        raise DagcError(f"{where}: expected a mapping with size, act, from")
+    _check_keys(body, _BLOCK_KEYS, where)
+    if "size" not in body:
+        raise DagcError(f"{where}: missing `size`")
+    act = body.get("act")
+    if act is not None:
+        _activation(act, f"{where}: act")
+    sources = body.get("from")
+    if not isinstance(sources, list) or not sources:
+        raise DagcError(f"{where}: `from` must be a non-empty list of source blocks")
+    bias = body.get("bias", False)
+    if not isinstance(bias, bool):
+        raise DagcError(f"{where}: `bias` must be true or false, got {bias!r}")
+    add = body.get("add", [])
+    if not isinstance(add, list):
+        raise DagcError(f"{where}: `add` must be a list of block names")
+    return BlockSpec(
+        name=name,
+        size=expr.parse(body["size"], f"{where}: size"),
+        act=act or "",
+        sources=tuple(_source(entry, where) for entry in sources),
+        bias=bias,
+        add=tuple(_identifier(a, f"{where}: add") for a in add),
+    )
+
+
+def _source(entry, where: str) -> Source:
+    if isinstance(entry, str):
+        return Source(_identifier(entry, f"{where}: from"), None)
+    if isinstance(entry, dict) and set(entry) == {"block", "fan_in"}:
+        block = _identifier(entry["block"], f"{where}: from")
+        return Source(block, expr.parse(entry["fan_in"], f"{where}: fan_in from {block}"))
+    raise DagcError(f"{where}: each `from` entry is a block name or {{block: NAME, fan_in: K}}, "
+                    f"got {entry!r}")
+
+
+def _check_graph(inputs, blocks: tuple[BlockSpec, ...], path: str) -> None:
+    input_names = [name for name, _ in inputs]
+    known = set(input_names)
+    for block in blocks:
+        if block.name in known:
+            raise DagcError(f"{path}: block {block.name}: the name is already used by an input")
+        known.add(block.name)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(known)
+    for block in blocks:
+        seen = set()
+        for src in [s.block for s in block.sources] + list(block.add):
+            if src not in known:
+                raise DagcError(f"{path}: block {block.name}: unknown source {src!r}")
+            graph.add_edge(src, block.name)
+        for src in (s.block for s in block.sources):
+            if src in seen:
+                raise DagcError(f"{path}: block {block.name}: source {src!r} is listed twice")
+            seen.add(src)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        names = [u for u, _ in cycle] + [cycle[0][0]]
+        raise DagcError(f"{path}: the blocks form a cycle: {' -> '.join(names)}")
+    for name in input_names:
+        if graph.out_degree(name) == 0:
+            raise DagcError(f"{path}: input {name} feeds nothing")
+    for block in blocks:
+        if graph.out_degree(block.name) > 0 and not block.act:
+            raise DagcError(f"{path}: block {block.name}: `act` is required on a block that "
+                            "feeds another")
+
+
+def _graph_source(raw, path: str) -> Path | RandomDag:
+    if isinstance(raw, str):
+        return (Path(path).parent / raw) if not Path(raw).is_absolute() else Path(raw)
+    where = f"{path}: graph"
+    if not isinstance(raw, dict) or raw.get("generator") != "random_dag":
+        raise DagcError(f"{where}: expected a file name or {{generator: random_dag, ...}}")
+    _check_keys(raw, _GENERATOR_KEYS, where)
+    layers = raw.get("layers", 3)
+    outputs = raw.get("outputs", 1)
+    for key, value in (("layers", layers), ("outputs", outputs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DagcError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return RandomDag(
+        inputs=expr.parse(raw.get("inputs", 16), f"{where}: inputs"),
+        layers=layers,
+        size=expr.parse(raw.get("size", "width"), f"{where}: size"),
+        fan_in=expr.parse(raw.get("fan_in", "width"), f"{where}: fan_in"),
+        outputs=outputs,
+        act=_activation(raw.get("act", "tanh"), f"{where}: act"),
+    )
