@@ -125,9 +125,9 @@ def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -
     if spec.graph is None:
         blocks, conns = _block_dag(spec, width, seed)
     elif isinstance(spec.graph, RandomDag):
-        blocks, conns = _group_neurons(*_random_dag(spec.graph, width, seed, spec.path))
+        blocks, conns = _group_neurons(_random_dag(spec.graph, width, seed, spec.path))
     else:
-        blocks, conns = _group_neurons(*_read_graph_file(spec.graph, spec.hidden_act, spec.path))
+        blocks, conns = _group_neurons(_read_graph_file(spec.graph, spec.hidden_act, spec.path))
     return _finish(spec, width, blocks, conns)
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+from numba.core.dispatcher import Dispatcher
 
 from . import codegen, graph, spec
 from .errors import DagcError
 
-_LOADED: dict[Path, ModuleType] = {}
+_LOADED: dict[tuple[Path, bool], ModuleType] = {}
 
 
 def cache_dir() -> Path:
@@ -24,35 +25,42 @@ def cache_dir() -> Path:
 
 
 def compile(arch: str | Path, width: int | None = None, graph_seed: int | None = None,
-            directory: str | Path | None = None) -> CompiledNet:
+            directory: str | Path | None = None, jit: bool = True) -> CompiledNet:
     """Compile an architecture (bundled name or path) at `width` into a `CompiledNet`.
 
     The generated module is shared by every width with the same structure, and numba's
-    on-disk cache makes a second process load it instead of compiling again.
+    on-disk cache makes a second process load it instead of compiling again. With
+    `jit=False` the generated functions run as plain Python (no compile; for tests and
+    stepping through in a debugger).
     """
-    return compile_spec(spec.load(arch), width, graph_seed, directory)
+    return compile_spec(spec.load(arch), width, graph_seed, directory, jit)
 
 
 def compile_spec(architecture: spec.Spec, width: int | None = None,
-                 graph_seed: int | None = None,
-                 directory: str | Path | None = None) -> CompiledNet:
+                 graph_seed: int | None = None, directory: str | Path | None = None,
+                 jit: bool = True) -> CompiledNet:
     """As `compile`, from an already parsed `Spec` (sweeps carry the file text)."""
     ir = graph.build(architecture, width, graph_seed)
     path = codegen.write_module(ir, directory or cache_dir())
-    return CompiledNet(ir, load_module(path))
+    return CompiledNet(ir, load_module(path, jit))
 
 
-def load_module(path: Path) -> ModuleType:
-    """Import a generated module once per process."""
+def load_module(path: Path, jit: bool = True) -> ModuleType:
+    """Import a generated module once per process (twice: jitted and plain Python)."""
     path = Path(path).resolve()
-    if path not in _LOADED:
-        name = f"dagc_generated_{path.stem}"
+    key = (path, jit)
+    if key not in _LOADED:
+        name = f"dagc_generated_{path.stem}" + ("" if jit else "_python")
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         module_spec.loader.exec_module(module)
-        _LOADED[path] = module
-    return _LOADED[path]
+        if not jit:  # the functions find each other through the module's globals
+            for attr, value in list(vars(module).items()):
+                if isinstance(value, Dispatcher):
+                    setattr(module, attr, value.py_func)
+        _LOADED[key] = module
+    return _LOADED[key]
 
 
 class CompiledNet:

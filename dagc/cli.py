@@ -1,0 +1,92 @@
+"""The `dagc` command: inspect, compile, sweep, report.
+
+Errors in the user's input are one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import codegen, graph, runtime, spec
+from .errors import DagcError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except DagcError as err:
+        print(f"dagc: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dagc: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dagc", description="Compile DAG neural networks to numba code and measure "
+                                 "their transition to linearity.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    inspect = commands.add_parser("inspect", help="blocks, sizes, layers, width m, depth, P")
+    _arch_arguments(inspect)
+    inspect.set_defaults(run=_inspect)
+
+    comp = commands.add_parser("compile", help="generate the module and print its path")
+    _arch_arguments(comp)
+    comp.add_argument("-o", "--output", metavar="DIR",
+                      help=f"directory for the module (default: {runtime.cache_dir()})")
+    comp.set_defaults(run=_compile)
+
+    from . import sweep_cli  # the sweep and report commands live beside their modules
+
+    sweep_cli.add_commands(commands)
+    return parser
+
+
+def _arch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("arch", help="architecture file or bundled name "
+                                     f"({', '.join(spec.bundled_names())})")
+    parser.add_argument("--width", type=int, help="value of `width` (default: the file's)")
+    parser.add_argument("--graph-seed", type=int, help="seed of sparse connections "
+                                                        "(default: the file's graph_seed)")
+
+
+def _inspect(args) -> None:
+    ir = graph.build(spec.load(args.arch), args.width, args.graph_seed)
+    rows = [("block", "size", "act", "layer", "in-degree", "from")]
+    for b in ir.blocks:
+        degree = "" if b.is_input else _degree_text(b.in_degree)
+        sources = ", ".join(
+            f"{c.src}" + ("" if c.kind == "dense" else f" ({c.kind})") for c in ir.incoming(b.name))
+        sources += (", bias" if b.bias else "") + "".join(f" + {a}" for a in b.add)
+        act = "input" if b.is_input else b.act + (" (output)" if b.is_output else "")
+        rows.append((b.name, str(b.size), act, str(b.layer), degree, sources))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"{ir.name} ({ir.spec.path}), width = {ir.width}")
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(f"width m = {ir.width_m}   depth L = {ir.depth}   parameters P = {ir.n_params:,}")
+    shown = ", ".join(ir.bottlenecks[:10]) + (
+        f" and {len(ir.bottlenecks) - 10} more" if len(ir.bottlenecks) > 10 else "")
+    print(f"bottlenecks (in-degree = m): {shown or 'none (no neuron beyond layer 1)'}")
+    if any(b.act == "relu" for b in ir.blocks):
+        print("note: relu's second derivative is 0 almost everywhere; its Hessian misses the "
+              "kinks")
+
+
+def _degree_text(degree) -> str:
+    low, high = int(degree.min()), int(degree.max())
+    return str(low) if low == high else f"{low}..{high}"
+
+
+def _compile(args) -> None:
+    ir = graph.build(spec.load(args.arch), args.width, args.graph_seed)
+    print(codegen.write_module(ir, args.output or runtime.cache_dir()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
