@@ -25,8 +25,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too, like every other error (status 2, no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"dagc: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dagc", description="Compile DAG neural networks to numba code and measure "
                                  "their transition to linearity.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,7 +75,7 @@ def _inspect(args) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"{ir.name} ({ir.spec.path}), width = {ir.width}")
     for row in rows:
-        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"width m = {ir.width_m}   depth L = {ir.depth}   parameters P = {ir.n_params:,}")
     shown = ", ".join(ir.bottlenecks[:10]) + (
         f" and {len(ir.bottlenecks) - 10} more" if len(ir.bottlenecks) > 10 else "")
@@ -85,7 +92,12 @@ def _degree_text(degree) -> str:
 
 def _compile(args) -> None:
     ir = graph.build(spec.load(args.arch), args.width, args.graph_seed)
-    print(codegen.write_module(ir, args.output or runtime.cache_dir()))
+    directory = args.output or runtime.cache_dir()
+    try:
+        path = codegen.write_module(ir, directory)
+    except OSError as err:
+        raise DagcError(f"{directory}: cannot write the module: {err.strerror or err}") from None
+    print(path)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from fractions import Fraction
 
 from .errors import DagcError
 
-_TOKEN = re.compile(r"\s*(?:(\d+)|(width)\b|(//|[-+*/()]))")
+_TOKEN = re.compile(r"\s*(?:([0-9]+)|(width)\b|(//|[-+*/()]))")
+MAX_LENGTH = 200  # characters of an expression: keeps the recursive parser far from the limit
+MAX_SIZE = 10**8  # neurons in a block (and fan-in)
 
 Expr = tuple  # ("num", int) | ("width",) | ("neg", Expr) | (op, Expr, Expr)
 
@@ -23,6 +25,9 @@ def parse(text: str | int, where: str) -> Expr:
         raise DagcError(f"{where}: expected an integer or an expression in width, got {text!r}")
     if isinstance(text, int):
         return ("num", text)
+    if len(text) > MAX_LENGTH:
+        raise DagcError(f"{where}: size expression too long ({len(text)} characters, "
+                        f"at most {MAX_LENGTH})")
     tokens = _tokenize(text, where)
     tree, rest = _sum(tokens, where, text)
     if rest:
@@ -35,6 +40,8 @@ def evaluate(tree: Expr, width: int | None, where: str) -> int:
     value = _value(tree, width, where)
     if value.denominator != 1 or value <= 0:
         raise DagcError(f"{where}: size must be a positive integer, got {value} (width={width})")
+    if value > MAX_SIZE:
+        raise DagcError(f"{where}: size {value} is too large (width={width}, at most {MAX_SIZE:,})")
     return int(value)
 
 

@@ -122,12 +122,19 @@ def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise DagcError(f"width must be a positive integer, got {width!r}")
     seed = spec.graph_seed if graph_seed is None else graph_seed
-    if spec.graph is None:
-        blocks, conns = _block_dag(spec, width, seed)
-    elif isinstance(spec.graph, RandomDag):
-        blocks, conns = _group_neurons(_random_dag(spec.graph, width, seed, spec.path))
-    else:
-        blocks, conns = _group_neurons(_read_graph_file(spec.graph, spec.hidden_act, spec.path))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DagcError(f"graph_seed must be a non-negative integer, got {seed!r}")
+    try:
+        if spec.graph is None:
+            blocks, conns = _block_dag(spec, width, seed)
+        elif isinstance(spec.graph, RandomDag):
+            blocks, conns = _group_neurons(_random_dag(spec.graph, width, seed, spec.path))
+        else:
+            blocks, conns = _group_neurons(
+                _read_graph_file(spec.graph, spec.hidden_act, spec.path))
+    except MemoryError:
+        raise DagcError(f"{spec.path}: not enough memory for the network at width "
+                        f"{width}") from None
     return _finish(spec, width, blocks, conns)
 
 
@@ -135,7 +142,8 @@ def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -
 
 def _block_dag(spec: Spec, width, seed):
     where = spec.path
-    sizes = {name: expr.evaluate(size, width, f"{where}: input {name}") for name, size in spec.inputs}
+    sizes = {name: expr.evaluate(size, width, f"{where}: input {name}")
+             for name, size in spec.inputs}
     for b in spec.blocks:
         sizes[b.name] = expr.evaluate(b.size, width, f"{where}: block {b.name}: size")
     order = _topological_order(
@@ -144,7 +152,8 @@ def _block_dag(spec: Spec, width, seed):
         + [(a, b.name) for b in spec.blocks for a in b.add],
     )
     by_name = {b.name: b for b in spec.blocks}
-    feeders = {s.block for b in spec.blocks for s in b.sources} | {a for b in spec.blocks for a in b.add}
+    feeders = ({s.block for b in spec.blocks for s in b.sources}
+               | {a for b in spec.blocks for a in b.add})
     layers: dict[str, int] = {}
     blocks, conns = [], []
     for position, name in enumerate(order):
@@ -280,15 +289,29 @@ def _read_networkx(path: Path, where: str) -> nx.DiGraph:
         if suffix == ".json":
             import json
 
-            graph = nx.node_link_graph(json.loads(path.read_text()), directed=True, edges="links")
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise DagcError(f"{path}: expected a node-link JSON object, "
+                                f"got {type(data).__name__}")
+            edges = "links" if "links" in data else "edges"  # networkx >= 3.4 writes "edges"
+            graph = nx.node_link_graph({**data, "multigraph": True}, directed=True, edges=edges)
         elif suffix == ".graphml":
             graph = nx.read_graphml(path)
         else:
-            graph = nx.read_edgelist(path, create_using=nx.DiGraph, nodetype=str)
+            graph = nx.read_edgelist(path, create_using=nx.MultiDiGraph, nodetype=str)
     except FileNotFoundError:
         raise DagcError(f"{where}: graph file {path} not found") from None
+    except DagcError:
+        raise
     except Exception as err:  # networkx and its parsers raise many types for bad files
-        raise DagcError(f"{path}: cannot read graph: {' '.join(str(err).split())}") from None
+        message = " ".join(f"{type(err).__name__}: {err}".split())
+        raise DagcError(f"{path}: cannot read graph: {message}") from None
+    if not graph.is_directed():
+        raise DagcError(f"{path}: the graph is undirected; dagc needs directed edges "
+                        "(from inputs towards outputs)")
+    for u, v in graph.edges():
+        if graph.number_of_edges(u, v) > 1:
+            raise DagcError(f"{path}: the edge {u!r} -> {v!r} is listed more than once")
     return nx.DiGraph(graph)
 
 
@@ -301,7 +324,7 @@ def _csr(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def _group_neurons(neurons: _Neurons):
     """Group neurons by (layer, act, output); split their predecessors per source group."""
-    keys = list(zip(neurons.layer.tolist(), neurons.act, neurons.is_output.tolist()))
+    keys = list(zip(neurons.layer.tolist(), neurons.act, neurons.is_output.tolist(), strict=True))
     distinct = sorted(set(keys), key=lambda k: (k[0], k[2], k[1]))
     names = _group_names(distinct)
     members = {key: np.array([i for i, k in enumerate(keys) if k == key], np.int64)
@@ -338,10 +361,10 @@ def _group_names(keys) -> list[str]:
     for layer, act, is_out in keys:
         base.append("x" if not act else (f"out{layer}" if is_out else f"h{layer}"))
     names = []
-    for (layer, act, _), b in zip(keys, base):
+    for (_, act, _), b in zip(keys, base, strict=True):
         names.append(b if base.count(b) == 1 else f"{b}_{act}")
     if sum(1 for k in keys if k[2]) == 1:  # a single output group is simply `out`
-        names = ["out" if k[2] else n for k, n in zip(keys, names)]
+        names = ["out" if k[2] else n for k, n in zip(keys, names, strict=True)]
     return names
 
 

@@ -21,6 +21,7 @@ from .errors import DagcError
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "softplus", "erf", "gelu", "sin", "relu")
 BUNDLED_DIR = Path(__file__).parent / "architectures"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_NAME = 100  # characters: module and numba cache file names must stay below 255 bytes
 _TOP_KEYS = {"name", "width", "inputs", "blocks", "graph", "graph_seed", "act"}
 _BLOCK_KEYS = {"size", "act", "from", "bias", "add"}
 _GENERATOR_KEYS = {"generator", "inputs", "layers", "size", "fan_in", "outputs", "act"}
@@ -114,7 +115,8 @@ def parse(text: str, path: str = "<string>") -> Spec:
     if isinstance(graph_seed, bool) or not isinstance(graph_seed, int) or graph_seed < 0:
         raise DagcError(f"{path}: graph_seed must be a non-negative integer, got {graph_seed!r}")
     if ("blocks" in doc) == ("graph" in doc):
-        raise DagcError(f"{path}: give exactly one of `blocks` (block DAG) and `graph` (neuron DAG)")
+        raise DagcError(f"{path}: give exactly one of `blocks` (block DAG) and `graph` "
+                        "(neuron DAG)")
     common = dict(name=name, path=path, text=text, width=width, graph_seed=graph_seed)
     if "graph" in doc:
         if "inputs" in doc:
@@ -139,8 +141,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: the explicit keys override the merged ones
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a list or mapping cannot be a key", key_node.start_mark) from None
+            if duplicate:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
@@ -152,6 +161,8 @@ def _load_yaml(text: str, path: str) -> dict:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise DagcError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise DagcError(f"{path}: invalid YAML: nested too deeply") from None
     if doc is None:
         raise DagcError(f"{path}: the file is empty")
     if not isinstance(doc, dict):
@@ -167,14 +178,27 @@ def _check_keys(mapping: dict, allowed: set[str], where: str) -> None:
 
 
 def _identifier(value, where: str) -> str:
+    if isinstance(value, bool):
+        raise DagcError(f"{where}: {value!r} is not an identifier (YAML reads unquoted yes, no, "
+                        "on, off, true and false as booleans: quote the name)")
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
-        raise DagcError(f"{where}: {value!r} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+        raise DagcError(f"{where}: {_show(value)} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+    if len(value) > MAX_NAME:
+        raise DagcError(f"{where}: {_show(value)} is too long ({len(value)} characters, "
+                        f"at most {MAX_NAME})")
     return value
+
+
+def _show(value, limit: int = 60) -> str:
+    """repr of a value from the file, shortened for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _activation(value, where: str) -> str:
     if value not in ACTIVATIONS:
-        raise DagcError(f"{where}: unknown activation {value!r} (known: {', '.join(ACTIVATIONS)})")
+        raise DagcError(f"{where}: unknown activation {_show(value)} "
+                        f"(known: {', '.join(ACTIVATIONS)})")
     return value
 
 
@@ -257,6 +281,9 @@ def _check_graph(inputs, blocks: tuple[BlockSpec, ...], path: str) -> None:
             if src in seen:
                 raise DagcError(f"{path}: block {block.name}: source {src!r} is listed twice")
             seen.add(src)
+        for src in block.add:
+            if block.add.count(src) > 1:
+                raise DagcError(f"{path}: block {block.name}: `add: {src}` is listed twice")
     try:
         cycle = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:
