@@ -80,6 +80,7 @@ def _context(ir: IR) -> dict:
         conns = [{"src": c.src, "var": conn_vars[(c.src, c.dst)], "sparse": c.kind != "dense",
                   "from_input": c.src in input_names} for c in ir.incoming(b.name)]
         computed.append({"name": b.name, "act": b.act, "bias": b.bias, "add": list(b.add),
+                         "is_output": b.is_output,
                          "conns": conns, "comment": _comment(b, conns)})
     pieces = _pieces(ir, conn_vars)
     last = pieces[-1]

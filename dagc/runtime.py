@@ -113,13 +113,19 @@ class CompiledNet:
         C = _float_array(C, "C", 2)
         if C.shape != (X.shape[0], self.n_out):
             raise DagcError(f"C: expected shape {(X.shape[0], self.n_out)}, got {C.shape}")
-        return self.module.vjp(self._w(w), X, C, *self._args)
+        return self.module.backward(self._w(w), X, C, False, *self._args)[0]
 
     def jacobian(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Per-sample Jacobian (n, n_out, P)."""
         X = self._batch(X, "X")
+        w = self._w(w)
         _check_memory(X.shape[0] * self.n_out * self.n_params, "the Jacobian")
-        return self.module.jacobian(self._w(w), X, *self._args)
+        J = np.empty((X.shape[0], self.n_out, self.n_params))
+        for k in range(self.n_out):  # one backward sweep per output, one row per sample
+            C = np.zeros((X.shape[0], self.n_out))
+            C[:, k] = 1.0
+            J[:, k] = self.module.backward(w, X, C, True, *self._args)
+        return J
 
     def hvp(self, w: np.ndarray, x: np.ndarray, v: np.ndarray, output: int = 0,
             out: np.ndarray | None = None) -> np.ndarray:
