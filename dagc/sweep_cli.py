@@ -1,5 +1,192 @@
-"""Placeholder: the `sweep` and `report` commands are added here (issue 3)."""
+"""The `dagc sweep` and `dagc report` commands (design.md section 5).
+
+Every argument, the results store and the architectures are checked before anything runs or
+is written: bad input is a one-line `DagcError` and leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from . import report, store, sweep
+from .errors import DagcError
+
+DEFAULT_DB = "dagc-results.sqlite"
+DEFAULT_REPORT_DIR = "report"
+DEFAULT_WIDTHS = (64, 128, 256, 512)
+DEFAULT_SEEDS = 3
+DEFAULT_METRICS = ("hessian", "gradient")
 
 
 def add_commands(commands) -> None:
     """Register `dagc sweep` and `dagc report` on the top-level subparsers."""
+    p = commands.add_parser(
+        "sweep", help="measure architectures over widths and seeds into a results store",
+        description="Measure each architecture at each width and seed. Every finished cell "
+                    "is committed to the results store at once; a rerun skips finished cells "
+                    "(an interrupted sweep resumes) and retries failed ones. Prints the report "
+                    "at the end.")
+    p.add_argument("arch", nargs="+", help="architecture files or bundled names")
+    p.add_argument("--widths", metavar="W,W,...",
+                   help="values of `width` (default: " + _csv(DEFAULT_WIDTHS) + "; --quick: "
+                        + _csv(sweep.QUICK_WIDTHS) + ")")
+    p.add_argument("--seeds", metavar="N", help=f"seeds 0..N-1 (default: {DEFAULT_SEEDS}; "
+                                                  f"--quick: {sweep.QUICK_SEEDS})")
+    p.add_argument("--metrics", metavar="M,M,...",
+                   help=f"of {_csv(sweep.METRICS)} (default: {_csv(DEFAULT_METRICS)})")
+    p.add_argument("--inputs", metavar="N",
+                   help="inputs x per measurement (default: measure's; --quick: "
+                        f"{sweep.QUICK_OPTIONS['inputs']})")
+    p.add_argument("--radius", metavar="R", help="radius of the ball around w0 for "
+                                                 "hessian_ball and linearization")
+    p.add_argument("--db", metavar="FILE", default=DEFAULT_DB,
+                   help=f"results store (default: {DEFAULT_DB}; created if missing)")
+    p.add_argument("--jobs", metavar="N", help="worker processes, each single-threaded "
+                                               "(default: 1, in this process; --quick: "
+                                               "up to 2)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small sweep for a first look: widths " + _csv(sweep.QUICK_WIDTHS)
+                        + f", {sweep.QUICK_SEEDS} seeds, metrics {_csv(sweep.QUICK_METRICS)}, "
+                        f"few inputs; writes the report to {DEFAULT_REPORT_DIR}/")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="also write the CSV, plot and JSON summary there")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_sweep)
+
+    r = commands.add_parser(
+        "report", help="table, fitted slopes, CSV and log-log plots of a results store",
+        description="Summarize a results store: per architecture and metric, the values over "
+                    "widths and seeds, the fitted slope b of log(value) = a + b log(width) "
+                    "with a bootstrap 95%% CI over seeds, and a verdict.")
+    r.add_argument("db", metavar="FILE", help="results store")
+    r.add_argument("-o", "--output", metavar="DIR",
+                   help=f"where to write {report.CSV_NAME}, {report.PLOT_NAME} and "
+                        f"{report.JSON_NAME} (default: {DEFAULT_REPORT_DIR}; with --json, "
+                        "only when given)")
+    r.add_argument("--json", action="store_true",
+                   help="print a JSON list, one object per (architecture, metric)")
+    r.set_defaults(run=_report)
+
+
+def _sweep(args) -> int:
+    quick = args.quick
+    widths = _widths(args.widths) if args.widths is not None else \
+        (sweep.QUICK_WIDTHS if quick else DEFAULT_WIDTHS)
+    seeds = _integer(args.seeds, "--seeds", 1) if args.seeds is not None else \
+        (sweep.QUICK_SEEDS if quick else DEFAULT_SEEDS)
+    metrics = _metrics(args.metrics) if args.metrics is not None else \
+        (sweep.QUICK_METRICS if quick else DEFAULT_METRICS)
+    overrides = dict(sweep.QUICK_OPTIONS) if quick else {}
+    if args.inputs is not None:
+        overrides["inputs"] = _integer(args.inputs, "--inputs", 1)
+    if args.radius is not None:
+        overrides["radius"] = _positive_float(args.radius, "--radius")
+    jobs = _integer(args.jobs, "--jobs", 1) if args.jobs is not None else \
+        (max(1, min(2, os.cpu_count() or 1)) if quick else 1)
+    report_dir = args.report_dir or (DEFAULT_REPORT_DIR if quick else None)
+    options = sweep.make_options(**overrides)
+
+    if report_dir and os.path.exists(report_dir) and not os.path.isdir(report_dir):
+        raise DagcError(f"{report_dir}: cannot write the report: not a directory")
+    store.check(args.db, must_exist=False)  # a bad store fails before any work
+    archs = sweep.load_architectures(args.arch, widths)
+    cells = sweep.plan(archs, widths, range(seeds), metrics, options)
+    executor = sweep.make_executor(jobs)
+    with store.Store.open(args.db) as results:
+        done = len(results.finished() & {c.key for c in cells})
+        print(f"sweep: {len(cells)} cells ({len(archs)} architecture(s) x {len(widths)} widths "
+              f"x {seeds} seeds x {len(metrics)} metrics), {done} already in {args.db}; "
+              f"{jobs} job(s)", file=sys.stderr)
+        try:
+            outcome = sweep.run_sweep(cells, results, executor, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            done = len(results.finished() & {c.key for c in cells})
+            print(f"interrupted: {done} of {len(cells)} cells are finished in {args.db}; "
+                  "run the same command again to resume", file=sys.stderr)
+            raise
+        rows = results.rows(c.key for c in cells)
+    summaries = report.summarize(rows)
+    print(report.format_table(summaries), end="")
+    if report_dir:
+        print("wrote " + ", ".join(str(p) for p in _write(rows, summaries, report_dir)))
+    if outcome.failed:
+        print(f"dagc: {len(outcome.failed)} cell(s) failed (recorded in {args.db}; a rerun "
+              "retries them)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args) -> int:
+    rows = report.load(args.db)
+    summaries = report.summarize(rows)
+    if args.json:
+        print(json.dumps(report.to_json(summaries), indent=1))
+    else:
+        print(report.format_table(summaries), end="")
+    directory = args.output or (None if args.json else DEFAULT_REPORT_DIR)
+    if directory:
+        paths = _write(rows, summaries, directory)
+        if not args.json:
+            print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _write(rows, summaries, directory) -> list:
+    try:
+        return report.write(rows, summaries, directory)
+    except OSError as err:
+        raise DagcError(f"{directory}: cannot write the report: {err.strerror or err}") from None
+
+
+def _csv(items) -> str:
+    return ",".join(str(i) for i in items)
+
+
+def _items(text: str, option: str) -> list[str]:
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise DagcError(f"{option}: expected a comma-separated list, got {text!r}")
+    seen = set()
+    for item in items:
+        if item in seen:
+            raise DagcError(f"{option}: {item} is listed twice")
+        seen.add(item)
+    return items
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    widths = tuple(_integer(item, "--widths", 1) for item in _items(text, "--widths"))
+    if len(set(widths)) != len(widths):
+        raise DagcError(f"--widths: a width is listed twice in {text!r}")
+    return widths
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    known = sweep.known_metrics()
+    metrics = tuple(_items(text, "--metrics"))
+    for metric in metrics:
+        if metric not in known:
+            raise DagcError(f"--metrics: unknown metric {metric!r} (known: {', '.join(known)})")
+    return metrics
+
+
+def _integer(text: str, option: str, minimum: int) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise DagcError(f"{option}: expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise DagcError(f"{option}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _positive_float(text: str, option: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DagcError(f"{option}: expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise DagcError(f"{option}: must be a positive number, got {text}")
+    return value
