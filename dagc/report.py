@@ -22,6 +22,7 @@ from .store import Store
 DECAY_THRESHOLD = -0.15  # "decays" when the whole CI lies below this slope
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
+FEW_SEEDS = 5  # below this many seeds the table warns that the bootstrap CI is rough
 CSV_NAME = "cells.csv"
 PLOT_NAME = "loglog.png"
 JSON_NAME = "summary.json"
@@ -53,9 +54,14 @@ class Summary:
     ci_low: float = math.nan
     ci_high: float = math.nan
     verdict: str = ""
-    note: str | None = None
+    note: str | None = None  # on the paper's width m (a bottleneck)
     excluded: int = 0  # finished cells left out of the fit (value not positive and finite)
     failed: list[dict] = field(default_factory=list)
+
+    @property
+    def few_seeds(self) -> bool:
+        """The CI resamples so few seeds that it is rough."""
+        return 2 <= len(self.seeds) < FEW_SEEDS
 
     def label(self, show_digest: bool = False) -> str:
         return self.arch + (f"@{self.digest[:8]}" if show_digest else "")
@@ -71,8 +77,9 @@ class Summary:
             width_m=self.width_m, seeds=self.seeds, n=self.n,
             mean=[number(x) for x in self.mean], std=[number(x) for x in self.std],
             min=[number(x) for x in self.min], max=[number(x) for x in self.max],
-            note=self.note, excluded=self.excluded, failed=self.failed, digest=self.digest,
-            options_hash=self.options_hash, options=self.options)
+            note=self.note, few_seeds=self.few_seeds, excluded=self.excluded,
+            failed=self.failed, digest=self.digest, options_hash=self.options_hash,
+            options=self.options)
 
 
 def load(path: str | Path) -> list[dict]:
@@ -212,6 +219,9 @@ def format_table(summaries: Sequence[Summary]) -> str:
             lines.append(f"  -> {s.verdict}")
         if s.note:
             lines.append(f"  note: {s.note}")
+        if s.few_seeds and math.isfinite(s.ci_low):
+            lines.append(f"  note: the CI resamples only {len(s.seeds)} seeds and is rough; "
+                         f"use {FEW_SEEDS} or more for a firmer one")
         if s.excluded:
             lines.append(f"  note: {s.excluded} cell(s) with a value that is not positive and "
                          "finite are left out of the fit")

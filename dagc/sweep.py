@@ -635,10 +635,11 @@ def run_sweep(cells: Sequence[Cell], store: Store, executor: Executor | None = N
                file=sys.stderr, disable=not progress, dynamic_ncols=True, smoothing=0.1)
 
     def show(refresh: bool) -> None:
+        label = ""
         if running:
             label = next(reversed(running.values())).label
-            more = f" (+{len(running) - 1} more)" if len(running) > 1 else ""
-            bar.set_postfix_str(label + more, refresh=refresh)
+            label += f" (+{len(running) - 1} more)" if len(running) > 1 else ""
+        bar.set_postfix_str(label, refresh=refresh)
 
     def started(cell: Cell) -> None:
         running[cell.key] = cell

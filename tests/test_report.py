@@ -118,6 +118,15 @@ def test_failed_and_unusable_cells_are_listed():
     assert report.to_json([s])[0]["failed"] == s.failed
 
 
+def test_few_seeds_are_flagged():
+    (few,) = report.summarize(_rows(seeds=2))
+    (many,) = report.summarize(_rows(seeds=5))
+    assert few.few_seeds and not many.few_seeds
+    assert "resamples only 2 seeds" in report.format_table([few])
+    assert "resamples only" not in report.format_table([many])
+    assert report.to_json([few])[0]["few_seeds"] is True
+
+
 def test_one_seed_or_one_width_has_no_interval_or_no_fit():
     (one_seed,) = report.summarize(_rows(seeds=1))
     assert math.isfinite(one_seed.slope) and math.isnan(one_seed.ci_low)
