@@ -244,11 +244,13 @@ def run_cell(cell: Cell, *, load_net: Callable | None = None,
              measure: Callable | None = None) -> Result:
     """Run one cell: compile (or reuse) its net, measure, and return a `Result`.
 
-    Never raises for a failing measurement: the error becomes a 'failed' result. The net of
-    the cell's (architecture, width) is kept for the next cells of the same group. `load_net`
-    (text, path, width) -> net and `measure` (net, metric, seed, options) -> dict replace the
-    defaults (`compile_net`, `dagc.measure.measure`); a replacement `measure` receives the
-    options as a namespace.
+    BLAS runs on one thread meanwhile, so a cell gives the same numbers in any executor (an
+    executor with threads should run one cell per process at a time: BLAS's thread count is
+    per process). Never raises for a failing measurement: the error becomes a 'failed'
+    result. The net of the cell's (architecture, width) is kept for the next cells of the
+    same group. `load_net` (text, path, width) -> net and `measure` (net, metric, seed,
+    options) -> dict replace the defaults (`compile_net`, `dagc.measure.measure`); a
+    replacement `measure` receives the options as a namespace.
     """
     from . import __version__
 
@@ -256,15 +258,16 @@ def run_cell(cell: Cell, *, load_net: Callable | None = None,
     net = None
     status, value, extras, error = "failed", None, {}, None
     try:
-        net = _net(cell, load_net or compile_net)
-        options = json.loads(cell.options)
-        if measure is None:
-            from . import measure as measure_module
+        with single_threaded():  # the numbers must not depend on how many threads BLAS has
+            net = _net(cell, load_net or compile_net)
+            options = json.loads(cell.options)
+            if measure is None:
+                from . import measure as measure_module
 
-            out = measure_module.measure(net, cell.metric, cell.seed,
-                                         measure_module.Options(**options))
-        else:
-            out = measure(net, cell.metric, cell.seed, SimpleNamespace(**options))
+                out = measure_module.measure(net, cell.metric, cell.seed,
+                                             measure_module.Options(**options))
+            else:
+                out = measure(net, cell.metric, cell.seed, SimpleNamespace(**options))
         value, extras = _split(out)
         status = "ok"
     except Exception as err:  # noqa: BLE001 - recorded as a failed cell, retried by a rerun

@@ -153,6 +153,29 @@ def test_digest_covers_the_graph_file_of_a_neuron_level_architecture(tmp_path):
     assert Path(first.path).is_absolute()
 
 
+def test_run_cell_is_picklable_and_single_threaded_on_its_own():
+    """What a cluster executor relies on: ship a cell, run it anywhere, ship the result back."""
+    import pickle
+
+    import scipy.sparse.linalg  # noqa: F401 - load scipy's BLAS too
+
+    def ship(thing):  # our own bytes, not untrusted data
+        return pickle.loads(pickle.dumps(thing))  # noqa: S301
+
+    cell = ship(_cells(archs=["mlp3"], widths=(8,), seeds=1)[0])
+    run = ship(FAKE_RUN_CELL)
+    before = _blas_threads(2)
+    try:
+        result = ship(run(cell))
+        assert _blas_threads() == [2] * len(before)
+    finally:
+        _blas_threads(max(before, default=1))
+    assert result.status == "ok" and result.cell == cell
+    assert result.value == fake_value("mlp3", 8, 0, cell.metric, 4)
+    assert result.extras["blas_threads"] == 1.0
+    assert (result.width_m, result.depth) == (8, 4)
+
+
 def test_sweep_stores_every_cell_and_a_rerun_skips_them(tmp_path):
     cells = _cells()
     outcome, rows = _run(cells, tmp_path / "r.sqlite")
