@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 APPLICATION = "dagc-results"
 APPLICATION_ID = 0x64616763  # "dagc" in the SQLite header (PRAGMA application_id)
 DEFAULT_TIMEOUT = 60.0  # seconds to wait for another writer before calling the store locked
+PROBE_TIMEOUT = 10.0  # ... when opening it, before any work is done
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 KEY_COLUMNS = ("arch", "digest", "width", "seed", "metric", "options_hash")
@@ -139,7 +140,8 @@ class Store:
                 _create(connection, path)
             _check_meta(connection, path)
             if not readonly:
-                _probe_write_lock(connection, path)
+                _probe_write_lock(connection, path, min(timeout, PROBE_TIMEOUT))
+                connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         except BaseException:
             connection.close()
             raise
@@ -273,9 +275,11 @@ def _check_meta(connection: sqlite3.Connection, path: Path) -> None:
         raise DagcError(f"{path}: damaged dagc results store (no `cells` table)")
 
 
-def _probe_write_lock(connection: sqlite3.Connection, path: Path) -> None:
-    """Fail now, before any work, if another process keeps the store locked."""
+def _probe_write_lock(connection: sqlite3.Connection, path: Path, timeout: float) -> None:
+    """Fail now, before any work, if another process keeps the store locked (writers that
+    share a store hold the lock for milliseconds, one cell at a time)."""
     try:
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         connection.execute("BEGIN IMMEDIATE")
         connection.execute("ROLLBACK")
     except sqlite3.Error as err:

@@ -59,7 +59,7 @@ def add_commands(commands) -> None:
         "report", help="table, fitted slopes, CSV and log-log plots of a results store",
         description="Summarize a results store: per architecture and metric, the values over "
                     "widths and seeds, the fitted slope b of log(value) = a + b log(width) "
-                    "with a bootstrap 95%% CI over seeds, and a verdict.")
+                    "with a bootstrap 95% CI over seeds, and a verdict.")
     r.add_argument("db", metavar="FILE", help="results store")
     r.add_argument("-o", "--output", metavar="DIR",
                    help=f"where to write {report.CSV_NAME}, {report.PLOT_NAME} and "

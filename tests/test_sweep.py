@@ -492,6 +492,23 @@ def test_cli_bad_store_is_one_line_and_untouched(tmp_path, fake, capsys, content
     assert db.read_bytes() == before
 
 
+def test_cli_locked_store_is_one_line(tmp_path, fake, capsys, monkeypatch):
+    from dagc import store
+
+    db = tmp_path / "r.sqlite"
+    _run(_cells(archs=["mlp3"], widths=(4,), seeds=1), db)
+    monkeypatch.setattr(store, "PROBE_TIMEOUT", 0.2)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        code = cli.main(["sweep", "mlp3", "--widths", "4,8", "--seeds", "1", "--db", str(db)])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "locked by another process" in err
+
+
 # --- the real thing -------------------------------------------------------------------------
 
 def test_real_sweep_end_to_end_is_deterministic_across_job_counts(tmp_path, monkeypatch,
