@@ -103,19 +103,38 @@ def csr_grad(out, g, a, ptr, idx):
 
 
 @njit(cache=True, error_model="numpy")
-def csr_outer(out, u1, v1, u2, v2, ptr, idx):
-    """out[e] = u1[j] * v1[idx[e]] + u2[j] * v2[idx[e]]: an outer product on the pattern."""
-    for j in range(u1.size):
-        for e in range(ptr[j], ptr[j + 1]):
-            out[e] = u1[j] * v1[idx[e]] + u2[j] * v2[idx[e]]
-
-
-@njit(cache=True, error_model="numpy")
 def csr_outer1(out, u, v, ptr, idx):
     """out[e] = u[j] * v[idx[e]]."""
     for j in range(u.size):
         for e in range(ptr[j], ptr[j + 1]):
             out[e] = u[j] * v[idx[e]]
+
+
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def csr_tangent(z, tz, w, v, ptr, idx, a, t):
+    """HVP forward for one sample: z += W a and tz += W t + V a, reading W and V once."""
+    for j in range(z.size):
+        s1 = 0.0
+        s2 = 0.0
+        for e in range(ptr[j], ptr[j + 1]):
+            s1 += w[e] * a[idx[e]]
+            s2 += w[e] * t[idx[e]] + v[e] * a[idx[e]]
+        z[j] += s1
+        tz[j] += s2
+
+
+@njit(cache=True, error_model="numpy")
+def csr_hvp_rows(H, da, tda, w, v, ptr, idx, g, tg, a, t):
+    """HVP backward for one sample, reading W and V once: da += W^T g,
+    tda += W^T tg + V^T g, and the Hessian piece H = tg a^T + g t^T on the pattern."""
+    for j in range(g.size):
+        gj = g[j]
+        tgj = tg[j]
+        for e in range(ptr[j], ptr[j + 1]):
+            i = idx[e]
+            da[i] += gj * w[e]
+            tda[i] += tgj * w[e] + gj * v[e]
+            H[e] = tgj * a[i] + gj * t[i]
 
 
 @njit(cache=True, error_model="numpy")
@@ -257,15 +276,32 @@ def add_product(K, A, B):
             K[i, j] += A[i, j] * B[i, j]
 
 
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def dense_tangent(z, tz, W, V, a, t):
+    """HVP forward for one sample: z += W a and tz += W t + V a, reading W and V once.
+    (Reassociation lets the row sums vectorize; BLAS reorders sums the same way.)"""
+    for j in range(W.shape[0]):
+        s1 = 0.0
+        s2 = 0.0
+        for l in range(W.shape[1]):
+            s1 += W[j, l] * a[l]
+            s2 += W[j, l] * t[l] + V[j, l] * a[l]
+        z[j] += s1
+        tz[j] += s2
+
+
 @njit(cache=True, error_model="numpy")
-def dense_outer(out, u1, v1, u2, v2):
-    """out[j, l] = u1[j] * v1[l] + u2[j] * v2[l], written row by row (no temporaries)."""
-    for j in range(u1.size):
-        c1 = u1[j]
-        c2 = u2[j]
-        row = out[j]
-        for l in range(v1.size):
-            row[l] = c1 * v1[l] + c2 * v2[l]
+def dense_hvp_rows(H, da, tda, W, V, g, tg, a, t):
+    """HVP backward for one sample, reading W and V once: da += W^T g,
+    tda += W^T tg + V^T g, and the Hessian piece H = tg a^T + g t^T, row by row."""
+    for j in range(W.shape[0]):
+        gj = g[j]
+        tgj = tg[j]
+        for l in range(W.shape[1]):
+            wjl = W[j, l]
+            da[l] += gj * wjl
+            tda[l] += tgj * wjl + gj * V[j, l]
+            H[j, l] = tgj * a[l] + gj * t[l]
 
 
 @njit(cache=True, error_model="numpy")
@@ -601,70 +637,57 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     H7_h1_out = out[o7_h1_out:o7_h1_out + idx7_h1_out.size]
     H8_h2_out = out[o8_h2_out:o8_h2_out + idx8_h2_out.size]
     H9_h3_out = out[o9_h3_out:o9_h3_out + idx9_h3_out.size]
-    n = 1
     a_x = x[0:n_x].reshape((1, -1))
-    # forward sweep with tangents (inputs have none)
+    # inputs have no tangent; their adjoints are computed but unused
+    t_x = np.zeros((1, n_x))
+    da_x = np.zeros((1, n_x))
+    tda_x = np.zeros((1, n_x))
+    # forward sweep with tangents: z = s (W a + b), tz = s (W t + V a + vb)
     # h1 = tanh(s * (W x (sparse)))
     z_h1 = np.zeros((1, n_h1))
-    csr_matvec(z_h1, a_x, W0_x_h1, ptr0_x_h1, idx0_x_h1)
     tz_h1 = np.zeros((1, n_h1))
-    csr_matvec(tz_h1, a_x, V0_x_h1, ptr0_x_h1, idx0_x_h1)
+    csr_tangent(z_h1[0], tz_h1[0], W0_x_h1, V0_x_h1, ptr0_x_h1, idx0_x_h1, a_x[0], t_x[0])
     scale_rows(z_h1, s_h1)
     scale_rows(tz_h1, s_h1)
     a_h1, d1_h1, d2_h1 = tanh_second(z_h1)
     t_h1 = multiply(d1_h1, tz_h1)
     # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
     z_h2 = np.zeros((1, n_h2))
-    csr_matvec(z_h2, a_x, W1_x_h2, ptr1_x_h2, idx1_x_h2)
-    csr_matvec(z_h2, a_h1, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
     tz_h2 = np.zeros((1, n_h2))
-    csr_matvec(tz_h2, a_x, V1_x_h2, ptr1_x_h2, idx1_x_h2)
-    csr_matvec(tz_h2, a_h1, V2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
-    csr_matvec(tz_h2, t_h1, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
+    csr_tangent(z_h2[0], tz_h2[0], W1_x_h2, V1_x_h2, ptr1_x_h2, idx1_x_h2, a_x[0], t_x[0])
+    csr_tangent(z_h2[0], tz_h2[0], W2_h1_h2, V2_h1_h2, ptr2_h1_h2, idx2_h1_h2, a_h1[0], t_h1[0])
     scale_rows(z_h2, s_h2)
     scale_rows(tz_h2, s_h2)
     a_h2, d1_h2, d2_h2 = tanh_second(z_h2)
     t_h2 = multiply(d1_h2, tz_h2)
     # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
     z_h3 = np.zeros((1, n_h3))
-    csr_matvec(z_h3, a_x, W3_x_h3, ptr3_x_h3, idx3_x_h3)
-    csr_matvec(z_h3, a_h1, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
-    csr_matvec(z_h3, a_h2, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
     tz_h3 = np.zeros((1, n_h3))
-    csr_matvec(tz_h3, a_x, V3_x_h3, ptr3_x_h3, idx3_x_h3)
-    csr_matvec(tz_h3, a_h1, V4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
-    csr_matvec(tz_h3, a_h2, V5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
-    csr_matvec(tz_h3, t_h1, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
-    csr_matvec(tz_h3, t_h2, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
+    csr_tangent(z_h3[0], tz_h3[0], W3_x_h3, V3_x_h3, ptr3_x_h3, idx3_x_h3, a_x[0], t_x[0])
+    csr_tangent(z_h3[0], tz_h3[0], W4_h1_h3, V4_h1_h3, ptr4_h1_h3, idx4_h1_h3, a_h1[0], t_h1[0])
+    csr_tangent(z_h3[0], tz_h3[0], W5_h2_h3, V5_h2_h3, ptr5_h2_h3, idx5_h2_h3, a_h2[0], t_h2[0])
     scale_rows(z_h3, s_h3)
     scale_rows(tz_h3, s_h3)
     a_h3, d1_h3, d2_h3 = tanh_second(z_h3)
     t_h3 = multiply(d1_h3, tz_h3)
     # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
     z_out = np.zeros((1, n_out))
-    csr_matvec(z_out, a_x, W6_x_out, ptr6_x_out, idx6_x_out)
-    csr_matvec(z_out, a_h1, W7_h1_out, ptr7_h1_out, idx7_h1_out)
-    csr_matvec(z_out, a_h2, W8_h2_out, ptr8_h2_out, idx8_h2_out)
-    csr_matvec(z_out, a_h3, W9_h3_out, ptr9_h3_out, idx9_h3_out)
     tz_out = np.zeros((1, n_out))
-    csr_matvec(tz_out, a_x, V6_x_out, ptr6_x_out, idx6_x_out)
-    csr_matvec(tz_out, a_h1, V7_h1_out, ptr7_h1_out, idx7_h1_out)
-    csr_matvec(tz_out, a_h2, V8_h2_out, ptr8_h2_out, idx8_h2_out)
-    csr_matvec(tz_out, a_h3, V9_h3_out, ptr9_h3_out, idx9_h3_out)
-    csr_matvec(tz_out, t_h1, W7_h1_out, ptr7_h1_out, idx7_h1_out)
-    csr_matvec(tz_out, t_h2, W8_h2_out, ptr8_h2_out, idx8_h2_out)
-    csr_matvec(tz_out, t_h3, W9_h3_out, ptr9_h3_out, idx9_h3_out)
+    csr_tangent(z_out[0], tz_out[0], W6_x_out, V6_x_out, ptr6_x_out, idx6_x_out, a_x[0], t_x[0])
+    csr_tangent(z_out[0], tz_out[0], W7_h1_out, V7_h1_out, ptr7_h1_out, idx7_h1_out, a_h1[0], t_h1[0])
+    csr_tangent(z_out[0], tz_out[0], W8_h2_out, V8_h2_out, ptr8_h2_out, idx8_h2_out, a_h2[0], t_h2[0])
+    csr_tangent(z_out[0], tz_out[0], W9_h3_out, V9_h3_out, ptr9_h3_out, idx9_h3_out, a_h3[0], t_h3[0])
     scale_rows(z_out, s_out)
     scale_rows(tz_out, s_out)
     a_out = z_out
     t_out = tz_out
     # backward sweep with tangents, from the output's one-hot adjoint
-    da_h1 = np.zeros((n, n_h1))
-    da_h2 = np.zeros((n, n_h2))
-    da_h3 = np.zeros((n, n_h3))
-    tda_h1 = np.zeros((n, n_h1))
-    tda_h2 = np.zeros((n, n_h2))
-    tda_h3 = np.zeros((n, n_h3))
+    da_h1 = np.zeros((1, n_h1))
+    tda_h1 = np.zeros((1, n_h1))
+    da_h2 = np.zeros((1, n_h2))
+    tda_h2 = np.zeros((1, n_h2))
+    da_h3 = np.zeros((1, n_h3))
+    tda_h3 = np.zeros((1, n_h3))
     da_out = np.zeros((1, n_out))
     tda_out = np.zeros((1, n_out))
     if output < n_out:
@@ -674,43 +697,25 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     scale_rows(g_out, s_out)
     tg_out = tda_out.copy()
     scale_rows(tg_out, s_out)
-    csr_outer1(H6_x_out, tg_out[0], a_x[0], ptr6_x_out, idx6_x_out)
-    csr_outer(H7_h1_out, tg_out[0], a_h1[0], g_out[0], t_h1[0], ptr7_h1_out, idx7_h1_out)
-    csr_backprop(da_h1, g_out, W7_h1_out, ptr7_h1_out, idx7_h1_out)
-    csr_backprop(tda_h1, tg_out, W7_h1_out, ptr7_h1_out, idx7_h1_out)
-    csr_backprop(tda_h1, g_out, V7_h1_out, ptr7_h1_out, idx7_h1_out)
-    csr_outer(H8_h2_out, tg_out[0], a_h2[0], g_out[0], t_h2[0], ptr8_h2_out, idx8_h2_out)
-    csr_backprop(da_h2, g_out, W8_h2_out, ptr8_h2_out, idx8_h2_out)
-    csr_backprop(tda_h2, tg_out, W8_h2_out, ptr8_h2_out, idx8_h2_out)
-    csr_backprop(tda_h2, g_out, V8_h2_out, ptr8_h2_out, idx8_h2_out)
-    csr_outer(H9_h3_out, tg_out[0], a_h3[0], g_out[0], t_h3[0], ptr9_h3_out, idx9_h3_out)
-    csr_backprop(da_h3, g_out, W9_h3_out, ptr9_h3_out, idx9_h3_out)
-    csr_backprop(tda_h3, tg_out, W9_h3_out, ptr9_h3_out, idx9_h3_out)
-    csr_backprop(tda_h3, g_out, V9_h3_out, ptr9_h3_out, idx9_h3_out)
+    csr_hvp_rows(H6_x_out, da_x[0], tda_x[0], W6_x_out, V6_x_out, ptr6_x_out, idx6_x_out, g_out[0], tg_out[0], a_x[0], t_x[0])
+    csr_hvp_rows(H7_h1_out, da_h1[0], tda_h1[0], W7_h1_out, V7_h1_out, ptr7_h1_out, idx7_h1_out, g_out[0], tg_out[0], a_h1[0], t_h1[0])
+    csr_hvp_rows(H8_h2_out, da_h2[0], tda_h2[0], W8_h2_out, V8_h2_out, ptr8_h2_out, idx8_h2_out, g_out[0], tg_out[0], a_h2[0], t_h2[0])
+    csr_hvp_rows(H9_h3_out, da_h3[0], tda_h3[0], W9_h3_out, V9_h3_out, ptr9_h3_out, idx9_h3_out, g_out[0], tg_out[0], a_h3[0], t_h3[0])
     # h3
     g_h3 = adjoint(da_h3, d1_h3, s_h3)
     tg_h3 = adjoint_tangent(tda_h3, da_h3, d1_h3, d2_h3, tz_h3, s_h3)
-    csr_outer1(H3_x_h3, tg_h3[0], a_x[0], ptr3_x_h3, idx3_x_h3)
-    csr_outer(H4_h1_h3, tg_h3[0], a_h1[0], g_h3[0], t_h1[0], ptr4_h1_h3, idx4_h1_h3)
-    csr_backprop(da_h1, g_h3, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
-    csr_backprop(tda_h1, tg_h3, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
-    csr_backprop(tda_h1, g_h3, V4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
-    csr_outer(H5_h2_h3, tg_h3[0], a_h2[0], g_h3[0], t_h2[0], ptr5_h2_h3, idx5_h2_h3)
-    csr_backprop(da_h2, g_h3, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
-    csr_backprop(tda_h2, tg_h3, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
-    csr_backprop(tda_h2, g_h3, V5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
+    csr_hvp_rows(H3_x_h3, da_x[0], tda_x[0], W3_x_h3, V3_x_h3, ptr3_x_h3, idx3_x_h3, g_h3[0], tg_h3[0], a_x[0], t_x[0])
+    csr_hvp_rows(H4_h1_h3, da_h1[0], tda_h1[0], W4_h1_h3, V4_h1_h3, ptr4_h1_h3, idx4_h1_h3, g_h3[0], tg_h3[0], a_h1[0], t_h1[0])
+    csr_hvp_rows(H5_h2_h3, da_h2[0], tda_h2[0], W5_h2_h3, V5_h2_h3, ptr5_h2_h3, idx5_h2_h3, g_h3[0], tg_h3[0], a_h2[0], t_h2[0])
     # h2
     g_h2 = adjoint(da_h2, d1_h2, s_h2)
     tg_h2 = adjoint_tangent(tda_h2, da_h2, d1_h2, d2_h2, tz_h2, s_h2)
-    csr_outer1(H1_x_h2, tg_h2[0], a_x[0], ptr1_x_h2, idx1_x_h2)
-    csr_outer(H2_h1_h2, tg_h2[0], a_h1[0], g_h2[0], t_h1[0], ptr2_h1_h2, idx2_h1_h2)
-    csr_backprop(da_h1, g_h2, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
-    csr_backprop(tda_h1, tg_h2, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
-    csr_backprop(tda_h1, g_h2, V2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
+    csr_hvp_rows(H1_x_h2, da_x[0], tda_x[0], W1_x_h2, V1_x_h2, ptr1_x_h2, idx1_x_h2, g_h2[0], tg_h2[0], a_x[0], t_x[0])
+    csr_hvp_rows(H2_h1_h2, da_h1[0], tda_h1[0], W2_h1_h2, V2_h1_h2, ptr2_h1_h2, idx2_h1_h2, g_h2[0], tg_h2[0], a_h1[0], t_h1[0])
     # h1
     g_h1 = adjoint(da_h1, d1_h1, s_h1)
     tg_h1 = adjoint_tangent(tda_h1, da_h1, d1_h1, d2_h1, tz_h1, s_h1)
-    csr_outer1(H0_x_h1, tg_h1[0], a_x[0], ptr0_x_h1, idx0_x_h1)
+    csr_hvp_rows(H0_x_h1, da_x[0], tda_x[0], W0_x_h1, V0_x_h1, ptr0_x_h1, idx0_x_h1, g_h1[0], tg_h1[0], a_x[0], t_x[0])
     return out
 
 

@@ -103,19 +103,38 @@ def csr_grad(out, g, a, ptr, idx):
 
 
 @njit(cache=True, error_model="numpy")
-def csr_outer(out, u1, v1, u2, v2, ptr, idx):
-    """out[e] = u1[j] * v1[idx[e]] + u2[j] * v2[idx[e]]: an outer product on the pattern."""
-    for j in range(u1.size):
-        for e in range(ptr[j], ptr[j + 1]):
-            out[e] = u1[j] * v1[idx[e]] + u2[j] * v2[idx[e]]
-
-
-@njit(cache=True, error_model="numpy")
 def csr_outer1(out, u, v, ptr, idx):
     """out[e] = u[j] * v[idx[e]]."""
     for j in range(u.size):
         for e in range(ptr[j], ptr[j + 1]):
             out[e] = u[j] * v[idx[e]]
+
+
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def csr_tangent(z, tz, w, v, ptr, idx, a, t):
+    """HVP forward for one sample: z += W a and tz += W t + V a, reading W and V once."""
+    for j in range(z.size):
+        s1 = 0.0
+        s2 = 0.0
+        for e in range(ptr[j], ptr[j + 1]):
+            s1 += w[e] * a[idx[e]]
+            s2 += w[e] * t[idx[e]] + v[e] * a[idx[e]]
+        z[j] += s1
+        tz[j] += s2
+
+
+@njit(cache=True, error_model="numpy")
+def csr_hvp_rows(H, da, tda, w, v, ptr, idx, g, tg, a, t):
+    """HVP backward for one sample, reading W and V once: da += W^T g,
+    tda += W^T tg + V^T g, and the Hessian piece H = tg a^T + g t^T on the pattern."""
+    for j in range(g.size):
+        gj = g[j]
+        tgj = tg[j]
+        for e in range(ptr[j], ptr[j + 1]):
+            i = idx[e]
+            da[i] += gj * w[e]
+            tda[i] += tgj * w[e] + gj * v[e]
+            H[e] = tgj * a[i] + gj * t[i]
 
 
 @njit(cache=True, error_model="numpy")
@@ -257,15 +276,32 @@ def add_product(K, A, B):
             K[i, j] += A[i, j] * B[i, j]
 
 
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def dense_tangent(z, tz, W, V, a, t):
+    """HVP forward for one sample: z += W a and tz += W t + V a, reading W and V once.
+    (Reassociation lets the row sums vectorize; BLAS reorders sums the same way.)"""
+    for j in range(W.shape[0]):
+        s1 = 0.0
+        s2 = 0.0
+        for l in range(W.shape[1]):
+            s1 += W[j, l] * a[l]
+            s2 += W[j, l] * t[l] + V[j, l] * a[l]
+        z[j] += s1
+        tz[j] += s2
+
+
 @njit(cache=True, error_model="numpy")
-def dense_outer(out, u1, v1, u2, v2):
-    """out[j, l] = u1[j] * v1[l] + u2[j] * v2[l], written row by row (no temporaries)."""
-    for j in range(u1.size):
-        c1 = u1[j]
-        c2 = u2[j]
-        row = out[j]
-        for l in range(v1.size):
-            row[l] = c1 * v1[l] + c2 * v2[l]
+def dense_hvp_rows(H, da, tda, W, V, g, tg, a, t):
+    """HVP backward for one sample, reading W and V once: da += W^T g,
+    tda += W^T tg + V^T g, and the Hessian piece H = tg a^T + g t^T, row by row."""
+    for j in range(W.shape[0]):
+        gj = g[j]
+        tgj = tg[j]
+        for l in range(W.shape[1]):
+            wjl = W[j, l]
+            da[l] += gj * wjl
+            tda[l] += tgj * wjl + gj * V[j, l]
+            H[j, l] = tgj * a[l] + gj * t[l]
 
 
 @njit(cache=True, error_model="numpy")
@@ -504,57 +540,53 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     H3_h1_h3 = out[o3_h1_h3:o3_h1_h3 + idx3_h1_h3.size]
     H4_h3_out = matrix(out, o4_h3_out, n_out, n_h3)
     H5_h2_out = out[o5_h2_out:o5_h2_out + idx5_h2_out.size]
-    n = 1
     a_x = x[0:n_x].reshape((1, -1))
-    # forward sweep with tangents (inputs have none)
+    # inputs have no tangent; their adjoints are computed but unused
+    t_x = np.zeros((1, n_x))
+    da_x = np.zeros((1, n_x))
+    tda_x = np.zeros((1, n_x))
+    # forward sweep with tangents: z = s (W a + b), tz = s (W t + V a + vb)
     # h1 = tanh(s * (W x))
-    z_h1 = matmul_t(a_x, W0_x_h1)
-    tz_h1 = matmul_t(a_x, V0_x_h1)
+    z_h1 = np.zeros((1, n_h1))
+    tz_h1 = np.zeros((1, n_h1))
+    dense_tangent(z_h1[0], tz_h1[0], W0_x_h1, V0_x_h1, a_x[0], t_x[0])
     scale_rows(z_h1, s_h1)
     scale_rows(tz_h1, s_h1)
     a_h1, d1_h1, d2_h1 = tanh_second(z_h1)
     t_h1 = multiply(d1_h1, tz_h1)
     # h2 = tanh(s * (W h1 (sparse)))
     z_h2 = np.zeros((1, n_h2))
-    csr_matvec(z_h2, a_h1, W1_h1_h2, ptr1_h1_h2, idx1_h1_h2)
     tz_h2 = np.zeros((1, n_h2))
-    csr_matvec(tz_h2, a_h1, V1_h1_h2, ptr1_h1_h2, idx1_h1_h2)
-    csr_matvec(tz_h2, t_h1, W1_h1_h2, ptr1_h1_h2, idx1_h1_h2)
+    csr_tangent(z_h2[0], tz_h2[0], W1_h1_h2, V1_h1_h2, ptr1_h1_h2, idx1_h1_h2, a_h1[0], t_h1[0])
     scale_rows(z_h2, s_h2)
     scale_rows(tz_h2, s_h2)
     a_h2, d1_h2, d2_h2 = tanh_second(z_h2)
     t_h2 = multiply(d1_h2, tz_h2)
     # h3 = tanh(s * (W h2 (sparse) + W h1 (sparse)))
     z_h3 = np.zeros((1, n_h3))
-    csr_matvec(z_h3, a_h2, W2_h2_h3, ptr2_h2_h3, idx2_h2_h3)
-    csr_matvec(z_h3, a_h1, W3_h1_h3, ptr3_h1_h3, idx3_h1_h3)
     tz_h3 = np.zeros((1, n_h3))
-    csr_matvec(tz_h3, a_h2, V2_h2_h3, ptr2_h2_h3, idx2_h2_h3)
-    csr_matvec(tz_h3, a_h1, V3_h1_h3, ptr3_h1_h3, idx3_h1_h3)
-    csr_matvec(tz_h3, t_h2, W2_h2_h3, ptr2_h2_h3, idx2_h2_h3)
-    csr_matvec(tz_h3, t_h1, W3_h1_h3, ptr3_h1_h3, idx3_h1_h3)
+    csr_tangent(z_h3[0], tz_h3[0], W2_h2_h3, V2_h2_h3, ptr2_h2_h3, idx2_h2_h3, a_h2[0], t_h2[0])
+    csr_tangent(z_h3[0], tz_h3[0], W3_h1_h3, V3_h1_h3, ptr3_h1_h3, idx3_h1_h3, a_h1[0], t_h1[0])
     scale_rows(z_h3, s_h3)
     scale_rows(tz_h3, s_h3)
     a_h3, d1_h3, d2_h3 = tanh_second(z_h3)
     t_h3 = multiply(d1_h3, tz_h3)
     # out = identity(s * (W h3 + W h2 (sparse)))
-    z_out = matmul_t(a_h3, W4_h3_out)
-    csr_matvec(z_out, a_h2, W5_h2_out, ptr5_h2_out, idx5_h2_out)
-    tz_out = matmul_t(a_h3, V4_h3_out)
-    csr_matvec(tz_out, a_h2, V5_h2_out, ptr5_h2_out, idx5_h2_out)
-    add_to(tz_out, matmul_t(t_h3, W4_h3_out))
-    csr_matvec(tz_out, t_h2, W5_h2_out, ptr5_h2_out, idx5_h2_out)
+    z_out = np.zeros((1, n_out))
+    tz_out = np.zeros((1, n_out))
+    dense_tangent(z_out[0], tz_out[0], W4_h3_out, V4_h3_out, a_h3[0], t_h3[0])
+    csr_tangent(z_out[0], tz_out[0], W5_h2_out, V5_h2_out, ptr5_h2_out, idx5_h2_out, a_h2[0], t_h2[0])
     scale_rows(z_out, s_out)
     scale_rows(tz_out, s_out)
     a_out = z_out
     t_out = tz_out
     # backward sweep with tangents, from the output's one-hot adjoint
-    da_h1 = np.zeros((n, n_h1))
-    da_h2 = np.zeros((n, n_h2))
-    da_h3 = np.zeros((n, n_h3))
-    tda_h1 = np.zeros((n, n_h1))
-    tda_h2 = np.zeros((n, n_h2))
-    tda_h3 = np.zeros((n, n_h3))
+    da_h1 = np.zeros((1, n_h1))
+    tda_h1 = np.zeros((1, n_h1))
+    da_h2 = np.zeros((1, n_h2))
+    tda_h2 = np.zeros((1, n_h2))
+    da_h3 = np.zeros((1, n_h3))
+    tda_h3 = np.zeros((1, n_h3))
     da_out = np.zeros((1, n_out))
     tda_out = np.zeros((1, n_out))
     if output < n_out:
@@ -564,36 +596,21 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     scale_rows(g_out, s_out)
     tg_out = tda_out.copy()
     scale_rows(tg_out, s_out)
-    dense_outer(H4_h3_out, tg_out[0], a_h3[0], g_out[0], t_h3[0])
-    add_to(da_h3, matmul(g_out, W4_h3_out))
-    add_to(tda_h3, matmul(tg_out, W4_h3_out))
-    add_to(tda_h3, matmul(g_out, V4_h3_out))
-    csr_outer(H5_h2_out, tg_out[0], a_h2[0], g_out[0], t_h2[0], ptr5_h2_out, idx5_h2_out)
-    csr_backprop(da_h2, g_out, W5_h2_out, ptr5_h2_out, idx5_h2_out)
-    csr_backprop(tda_h2, tg_out, W5_h2_out, ptr5_h2_out, idx5_h2_out)
-    csr_backprop(tda_h2, g_out, V5_h2_out, ptr5_h2_out, idx5_h2_out)
+    dense_hvp_rows(H4_h3_out, da_h3[0], tda_h3[0], W4_h3_out, V4_h3_out, g_out[0], tg_out[0], a_h3[0], t_h3[0])
+    csr_hvp_rows(H5_h2_out, da_h2[0], tda_h2[0], W5_h2_out, V5_h2_out, ptr5_h2_out, idx5_h2_out, g_out[0], tg_out[0], a_h2[0], t_h2[0])
     # h3
     g_h3 = adjoint(da_h3, d1_h3, s_h3)
     tg_h3 = adjoint_tangent(tda_h3, da_h3, d1_h3, d2_h3, tz_h3, s_h3)
-    csr_outer(H2_h2_h3, tg_h3[0], a_h2[0], g_h3[0], t_h2[0], ptr2_h2_h3, idx2_h2_h3)
-    csr_backprop(da_h2, g_h3, W2_h2_h3, ptr2_h2_h3, idx2_h2_h3)
-    csr_backprop(tda_h2, tg_h3, W2_h2_h3, ptr2_h2_h3, idx2_h2_h3)
-    csr_backprop(tda_h2, g_h3, V2_h2_h3, ptr2_h2_h3, idx2_h2_h3)
-    csr_outer(H3_h1_h3, tg_h3[0], a_h1[0], g_h3[0], t_h1[0], ptr3_h1_h3, idx3_h1_h3)
-    csr_backprop(da_h1, g_h3, W3_h1_h3, ptr3_h1_h3, idx3_h1_h3)
-    csr_backprop(tda_h1, tg_h3, W3_h1_h3, ptr3_h1_h3, idx3_h1_h3)
-    csr_backprop(tda_h1, g_h3, V3_h1_h3, ptr3_h1_h3, idx3_h1_h3)
+    csr_hvp_rows(H2_h2_h3, da_h2[0], tda_h2[0], W2_h2_h3, V2_h2_h3, ptr2_h2_h3, idx2_h2_h3, g_h3[0], tg_h3[0], a_h2[0], t_h2[0])
+    csr_hvp_rows(H3_h1_h3, da_h1[0], tda_h1[0], W3_h1_h3, V3_h1_h3, ptr3_h1_h3, idx3_h1_h3, g_h3[0], tg_h3[0], a_h1[0], t_h1[0])
     # h2
     g_h2 = adjoint(da_h2, d1_h2, s_h2)
     tg_h2 = adjoint_tangent(tda_h2, da_h2, d1_h2, d2_h2, tz_h2, s_h2)
-    csr_outer(H1_h1_h2, tg_h2[0], a_h1[0], g_h2[0], t_h1[0], ptr1_h1_h2, idx1_h1_h2)
-    csr_backprop(da_h1, g_h2, W1_h1_h2, ptr1_h1_h2, idx1_h1_h2)
-    csr_backprop(tda_h1, tg_h2, W1_h1_h2, ptr1_h1_h2, idx1_h1_h2)
-    csr_backprop(tda_h1, g_h2, V1_h1_h2, ptr1_h1_h2, idx1_h1_h2)
+    csr_hvp_rows(H1_h1_h2, da_h1[0], tda_h1[0], W1_h1_h2, V1_h1_h2, ptr1_h1_h2, idx1_h1_h2, g_h2[0], tg_h2[0], a_h1[0], t_h1[0])
     # h1
     g_h1 = adjoint(da_h1, d1_h1, s_h1)
     tg_h1 = adjoint_tangent(tda_h1, da_h1, d1_h1, d2_h1, tz_h1, s_h1)
-    dense_outer1(H0_x_h1, tg_h1[0], a_x[0])
+    dense_hvp_rows(H0_x_h1, da_x[0], tda_x[0], W0_x_h1, V0_x_h1, g_h1[0], tg_h1[0], a_x[0], t_x[0])
     return out
 
 
