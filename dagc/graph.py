@@ -286,6 +286,8 @@ def _read_graph_file(path: Path, default_act: str, where: str):
 def _read_networkx(path: Path, where: str) -> nx.DiGraph:
     suffix = path.suffix.lower()
     try:
+        if path.exists() and not path.is_file():  # a directory, or a device that never ends
+            raise DagcError(f"{path}: cannot read graph: not a regular file")
         if suffix == ".json":
             import json
 

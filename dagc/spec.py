@@ -8,6 +8,7 @@ expressions in `width`; `graph.build` resolves them.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -83,16 +84,20 @@ def bundled_names() -> list[str]:
 
 def resolve(arch: str | Path) -> Path:
     """A path to an existing file, or the name of a bundled architecture."""
-    path = Path(arch)
-    if path.is_file():
-        return path
-    bundled = BUNDLED_DIR / f"{arch}.yaml"
-    if isinstance(arch, str) and _IDENTIFIER.match(arch) and bundled.is_file():
-        return bundled
-    raise DagcError(
-        f"{arch}: no such architecture file or bundled architecture "
-        f"(bundled: {', '.join(bundled_names())})"
-    )
+    if not isinstance(arch, (str, os.PathLike)):
+        raise DagcError(f"architecture: expected a file path or the name of a bundled "
+                        f"architecture, got {type(arch).__name__}")
+    try:
+        path = Path(arch)
+        if path.is_file():
+            return path
+    except (OSError, ValueError, TypeError):  # too long, NUL bytes, bytes paths
+        pass
+    if isinstance(arch, str) and arch in bundled_names():
+        return BUNDLED_DIR / f"{arch}.yaml"
+    shown = str(arch) if str(arch).isprintable() and str(arch) else repr(str(arch))
+    raise DagcError(f"{shown[:200]}: no such architecture file or bundled architecture "
+                    f"(bundled: {', '.join(bundled_names())})")
 
 
 def load(arch: str | Path) -> Spec:

@@ -90,6 +90,7 @@ ARG_CASES = {  # arguments after the command, substrings of the error line
     "unknown-arch": (["no_such_arch"], ["no_such_arch", "mlp3"]),
     "missing-file": (["nowhere/arch.yaml"], ["nowhere/arch.yaml"]),
     "directory": (["."], ["."]),
+    "path-too-long": (["x" * 5000], ["no such architecture"]),
     "no-arch": ([], ["arch"]),
     "unknown-option": (["mlp3", "--widht", "3"], ["--widht"]),
 }

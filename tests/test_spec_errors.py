@@ -11,6 +11,8 @@ import ast
 import json
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -330,6 +332,24 @@ def test_api_arguments(tmp_path, monkeypatch):
         dagc.compile(str(tmp_path / "missing.yaml"))
     with pytest.raises(DagcError):
         dagc.compile(str(tmp_path))  # a directory is not an architecture file
+    for arch in (5, None, b"mlp3", "mlp3\x00", "x" * 5000, "a/" * 3000, "", "mlp3\n"):
+        with pytest.raises(DagcError) as info:
+            dagc.compile(arch)
+        assert "\n" not in str(info.value) and "\x00" not in str(info.value)
+        assert len(str(info.value)) < 500
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_graph_file_that_never_ends_is_refused(tmp_path):
+    """A device as graph file must not be read forever."""
+    (tmp_path / "arch.yaml").write_text("name: g\ngraph: /dev/zero\n")
+    code = "import dagc\ntry:\n    dagc.compile('arch.yaml')\nexcept dagc.DagcError as e:\n" \
+           "    print(e)\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "DAGC_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("/dev/zero: ") and "not a regular file" in done.stdout
 
 
 # --- neuron-level graph files -----------------------------------------------------------------
