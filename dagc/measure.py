@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from numba import njit
 from scipy.linalg import eigh_tridiagonal, lapack
-from scipy.linalg.blas import dnrm2, dscal
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .errors import DagcError
@@ -323,21 +322,24 @@ def _lanczos_norm(apply, v0: np.ndarray, tol: float, buffers, max_steps: int = _
     step would cost page faults comparable to the HVP itself at large P (perf-notes.md).
     """
     tol = max(tol, 10 * np.finfo(np.float64).eps)  # tol=0: as tight as rounding allows
-    previous, q, r = buffers
-    np.copyto(q, v0)
-    dscal(1.0 / dnrm2(q), q)
+    # The Lanczos vectors are kept unnormalized, q_k = v_k / c_k, and the HVP is applied to
+    # v_k (it is linear): the 1/c_k scaling then rides along in the next fused pass instead of
+    # costing a pass of its own.
+    previous, v, r = buffers
+    np.copyto(v, v0)
     previous.fill(0.0)
+    c_previous, c = 1.0, float(np.linalg.norm(v))
     alphas: list[float] = []
     betas: list[float] = []
     beta = 0.0
     scale = 0.0
     for _ in range(max_steps):
-        apply(q, r)
-        # Paige's stable ordering: subtract beta * previous before forming alpha from the
+        apply(v, r)
+        # Paige's stable ordering: subtract beta * q_{k-1} before forming alpha from the
         # updated r. Two fused passes over memory instead of five BLAS-1 calls.
-        alpha = _subtract_dot(r, previous, beta, q)
+        alpha = _scale_subtract_dot(r, 1.0 / c, previous, beta / c_previous, v) / c
         alphas.append(alpha)
-        beta = math.sqrt(_subtract_norm2(r, q, alpha))
+        beta = math.sqrt(_subtract_norm2(r, v, alpha / c))
         if not (math.isfinite(alpha) and math.isfinite(beta)):
             raise DagcError("hessian_norm: the Hessian-vector product is not finite")
         low, s_low, high, s_high = _extreme_ritz(np.array(alphas), np.array(betas))
@@ -349,16 +351,16 @@ def _lanczos_norm(apply, v0: np.ndarray, tol: float, buffers, max_steps: int = _
         if residual <= tol * scale:
             return float(scale)
         betas.append(beta)
-        dscal(1.0 / beta, r)
-        previous, q, r = q, r, previous
+        previous, v, r = v, r, previous
+        c_previous, c = c, beta
     warnings.warn(f"hessian_norm: Lanczos did not reach tol={tol:g} in {max_steps} steps; "
                   "using the largest Ritz value", RuntimeWarning, stacklevel=3)
     return float(scale)
 
 
 @njit(cache=True, error_model="numpy")
-def _subtract_dot(r, previous, beta, q):  # pragma: no cover (compiled)
-    """r -= beta * previous, in place; returns q . r (of the updated r).
+def _scale_subtract_dot(r, a, previous, b, q):  # pragma: no cover (compiled)
+    """r = a * r - b * previous, in place; returns q . r (of the updated r).
 
     Four independent accumulators: without fastmath a single running sum is one long chain
     of dependent additions; four chains keep the loop memory-bound, and the summation order
@@ -368,10 +370,10 @@ def _subtract_dot(r, previous, beta, q):  # pragma: no cover (compiled)
     s0 = s1 = s2 = s3 = 0.0
     m = n - n % 4
     for i in range(0, m, 4):
-        r0 = r[i] - beta * previous[i]
-        r1 = r[i + 1] - beta * previous[i + 1]
-        r2 = r[i + 2] - beta * previous[i + 2]
-        r3 = r[i + 3] - beta * previous[i + 3]
+        r0 = a * r[i] - b * previous[i]
+        r1 = a * r[i + 1] - b * previous[i + 1]
+        r2 = a * r[i + 2] - b * previous[i + 2]
+        r3 = a * r[i + 3] - b * previous[i + 3]
         r[i] = r0
         r[i + 1] = r1
         r[i + 2] = r2
@@ -381,7 +383,7 @@ def _subtract_dot(r, previous, beta, q):  # pragma: no cover (compiled)
         s2 += q[i + 2] * r2
         s3 += q[i + 3] * r3
     for i in range(m, n):
-        ri = r[i] - beta * previous[i]
+        ri = a * r[i] - b * previous[i]
         r[i] = ri
         s0 += q[i] * ri
     return (s0 + s1) + (s2 + s3)
