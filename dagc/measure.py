@@ -51,8 +51,8 @@ _PURPOSES = {
     "teacher": 6,
 }
 
-# Below this many parameters a dense eigendecomposition is cheaper than ARPACK (and ARPACK
-# needs k < ncv <= P anyway).
+# Below this many parameters a dense eigendecomposition is cheaper than a Krylov method (and
+# ARPACK needs k < ncv <= P anyway).
 _DENSE_LIMIT = 16
 
 # ARPACK's Lanczos basis size. Each restart re-orthogonalizes against the whole basis, which
@@ -266,8 +266,9 @@ def hessian_norm(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int = 0
       tridiagonal matrix are monotone in the step count whatever the loss of orthogonality,
       and the loop stops before that loss matters.
     - ``"arpack"``: scipy ``eigsh`` (implicitly restarted Lanczos, ``which="LM"``, k=1) with
-      relative tolerance ``tol``. Same values to about 1e-12, but the ARPACK bookkeeping costs
-      4-5 times the HVPs themselves and memory ~23 P; kept as a cross-check.
+      relative tolerance ``tol``. Same values to about 1e-12 and about as many HVPs, but
+      ARPACK's own work per step (scipy 1.17) took 5-10 times as long as the HVP on mlp3 at
+      widths 256-1024, and its memory is ~23 P; kept as a cross-check.
 
     ``v0`` is the starting vector (any nonzero (P,) float64); when None a fixed one is used
     (ARPACK's own random start is not reproducible from call to call). ``out`` (P,) is an

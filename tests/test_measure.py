@@ -113,6 +113,16 @@ def test_lanczos_finds_the_larger_end_of_a_plus_minus_pair():
     assert value == pytest.approx(1.0, rel=1e-8)
 
 
+def test_linear_model_has_zero_hessian():
+    # One layer with identity output: f is linear in w, the Krylov space is {0} after one
+    # step, and the linearization is exact.
+    text = "name: linear_only\ninputs: {x: 20}\nblocks:\n  out: {size: 1, from: [x]}\n"
+    net = runtime.compile_spec(spec.parse(text), jit=False)
+    assert net.n_params == 20
+    assert M.measure(net, "hessian", 0)["value"] == 0.0
+    assert M.measure(net, "linearization", 0)["max"] < 1e-15
+
+
 def test_hessian_metric_is_mean_and_max_over_inputs(mlp3_small):
     options = M.Options(inputs=3)
     result = M.measure(mlp3_small, "hessian", 5, options)
