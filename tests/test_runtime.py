@@ -1,0 +1,73 @@
+"""CompiledNet: one compile per structure, argument checks, memory refusal, layout views."""
+
+import numpy as np
+import pytest
+
+import dagc
+from dagc import DagcError
+
+
+@pytest.fixture(scope="module")
+def net():
+    return dagc.compile("densenet3", width=8)
+
+
+def test_a_second_width_reuses_the_compiled_module(net):
+    net.forward(net.init(0), np.ones((2, net.n_in)))
+    signatures = len(net.module.forward.signatures)
+    wider = dagc.compile("densenet3", width=24)
+    assert wider.module is net.module
+    wider.forward(wider.init(0), np.ones((3, wider.n_in)))
+    assert len(net.module.forward.signatures) == signatures
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda n, w: n.forward(w[:-1], np.ones((2, 16))), "w"),
+        (lambda n, w: n.forward(w.astype(np.float32), np.ones((2, 16))), "w"),
+        (lambda n, w: n.forward(w, np.ones((2, 15))), "X"),
+        (lambda n, w: n.forward(w, [[1.0] * 16]), "X"),
+        (lambda n, w: n.forward(w, np.ones(16)), "X"),
+        (lambda n, w: n.vjp(w, np.ones((2, 16)), np.ones((3, 1))), "C"),
+        (lambda n, w: n.hvp(w, np.ones((1, 16)), w), "x"),
+        (lambda n, w: n.hvp(w, np.ones(16), w[:3]), "v"),
+        (lambda n, w: n.hvp(w, np.ones(16), w, output=1), "output"),
+        (lambda n, w: n.hvp(w, np.ones(16), w, out=np.empty(3)), "out"),
+        (lambda n, w: n.ntk(w, np.ones((2, 16)), np.ones((2, 4))), "X2"),
+    ],
+)
+def test_bad_arguments_name_the_argument(net, call, argument):
+    with pytest.raises(DagcError, match=rf"^{argument}:"):
+        call(net, net.init(0))
+
+
+def test_init_refuses_a_network_that_does_not_fit_before_allocating():
+    huge = dagc.compile("mlp3", width=10**6)
+    with pytest.raises(DagcError, match=r"GB"):
+        huge.init(0)
+
+
+def test_init_is_seeded_standard_normal(net):
+    w = net.init(3)
+    assert np.array_equal(w, net.init(3)) and not np.array_equal(w, net.init(4))
+    big = dagc.compile("densenet3", width=256).init(0)
+    assert abs(big.mean()) < 0.01 and abs(big.std() - 1) < 0.01
+
+
+def test_unflatten_returns_views_in_layout_order(net):
+    w = net.init(0)
+    pieces = net.unflatten(w)
+    assert list(pieces) == [(src, dst) for src, dst, *_ in net.layout]
+    assert sum(p.size for p in pieces.values()) == net.n_params
+    pieces[("x", "h1")][0, 0] = 123.0
+    assert w[0] == 123.0
+    for (_, _, kind, _, shape), piece in zip(net.layout, pieces.values(), strict=True):
+        assert piece.shape == shape and kind == "dense"
+
+
+def test_hvp_reuses_the_out_buffer(net):
+    w = net.init(0)
+    out = np.empty(net.n_params)
+    result = net.hvp(w, np.ones(16), w, out=out)
+    assert result is out
