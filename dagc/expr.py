@@ -8,6 +8,7 @@ passed to `eval`.
 from __future__ import annotations
 
 import re
+import reprlib
 from fractions import Fraction
 
 from .errors import DagcError
@@ -18,11 +19,22 @@ MAX_SIZE = 10**8  # neurons in a block (and fan-in)
 
 Expr = tuple  # ("num", int) | ("width",) | ("neg", Expr) | (op, Expr, Expr)
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring = 3, 4, 4, 60
+
+
+def show(value) -> str:
+    """Short repr of a value read from a file, for one-line messages. Bounded whatever the
+    value: a YAML alias bomb (nested lists of aliases) must not expand in an error message."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 100 else text[:100] + "..."
+
 
 def parse(text: str | int, where: str) -> Expr:
     """Parse a size expression; `where` names it in errors (file and block)."""
     if isinstance(text, bool) or not isinstance(text, (int, str)):
-        raise DagcError(f"{where}: expected an integer or an expression in width, got {text!r}")
+        raise DagcError(f"{where}: expected an integer or an expression in width, "
+                        f"got {show(text)}")
     if isinstance(text, int):
         return ("num", text)
     if len(text) > MAX_LENGTH:

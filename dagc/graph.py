@@ -223,6 +223,10 @@ def _random_dag(gen: RandomDag, width, seed: int, where: str):
     n_in = expr.evaluate(gen.inputs, width, f"{where}: graph: inputs")
     size = expr.evaluate(gen.size, width, f"{where}: graph: size")
     k = expr.evaluate(gen.fan_in, width, f"{where}: graph: fan_in")
+    total = n_in + gen.layers * size + gen.outputs
+    if total > expr.MAX_SIZE:
+        raise DagcError(f"{where}: graph: {total:,} neurons are too many "
+                        f"(at most {expr.MAX_SIZE:,})")
     if k > n_in + size:
         raise DagcError(f"{where}: graph: fan_in {k} exceeds the {n_in + size} neurons "
                         "before layer 2")

@@ -18,6 +18,7 @@ import yaml
 
 from . import expr
 from .errors import DagcError
+from .expr import show
 
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "softplus", "erf", "gelu", "sin", "relu")
 BUNDLED_DIR = Path(__file__).parent / "architectures"
@@ -118,7 +119,8 @@ def parse(text: str, path: str = "<string>") -> Spec:
     width = _optional_positive_int(doc.get("width"), f"{path}: width")
     graph_seed = doc.get("graph_seed", 0)
     if isinstance(graph_seed, bool) or not isinstance(graph_seed, int) or graph_seed < 0:
-        raise DagcError(f"{path}: graph_seed must be a non-negative integer, got {graph_seed!r}")
+        raise DagcError(f"{path}: graph_seed must be a non-negative integer, "
+                        f"got {show(graph_seed)}")
     if ("blocks" in doc) == ("graph" in doc):
         raise DagcError(f"{path}: give exactly one of `blocks` (block DAG) and `graph` "
                         "(neuron DAG)")
@@ -187,22 +189,16 @@ def _identifier(value, where: str) -> str:
         raise DagcError(f"{where}: {value!r} is not an identifier (YAML reads unquoted yes, no, "
                         "on, off, true and false as booleans: quote the name)")
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
-        raise DagcError(f"{where}: {_show(value)} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+        raise DagcError(f"{where}: {show(value)} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
     if len(value) > MAX_NAME:
-        raise DagcError(f"{where}: {_show(value)} is too long ({len(value)} characters, "
+        raise DagcError(f"{where}: {show(value)} is too long ({len(value)} characters, "
                         f"at most {MAX_NAME})")
     return value
 
 
-def _show(value, limit: int = 60) -> str:
-    """repr of a value from the file, shortened for a one-line message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _activation(value, where: str) -> str:
     if value not in ACTIVATIONS:
-        raise DagcError(f"{where}: unknown activation {_show(value)} "
+        raise DagcError(f"{where}: unknown activation {show(value)} "
                         f"(known: {', '.join(ACTIVATIONS)})")
     return value
 
@@ -211,7 +207,7 @@ def _optional_positive_int(value, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise DagcError(f"{where}: must be a positive integer, got {value!r}")
+        raise DagcError(f"{where}: must be a positive integer, got {show(value)}")
     return value
 
 
@@ -243,7 +239,7 @@ def _block(name: str, body, where: str) -> BlockSpec:
         raise DagcError(f"{where}: `from` must be a non-empty list of source blocks")
     bias = body.get("bias", False)
     if not isinstance(bias, bool):
-        raise DagcError(f"{where}: `bias` must be true or false, got {bias!r}")
+        raise DagcError(f"{where}: `bias` must be true or false, got {show(bias)}")
     add = body.get("add", [])
     if not isinstance(add, list):
         raise DagcError(f"{where}: `add` must be a list of block names")
@@ -264,7 +260,7 @@ def _source(entry, where: str) -> Source:
         block = _identifier(entry["block"], f"{where}: from")
         return Source(block, expr.parse(entry["fan_in"], f"{where}: fan_in from {block}"))
     raise DagcError(f"{where}: each `from` entry is a block name or {{block: NAME, fan_in: K}}, "
-                    f"got {entry!r}")
+                    f"got {show(entry)}")
 
 
 def _check_graph(inputs, blocks: tuple[BlockSpec, ...], path: str) -> None:
@@ -316,7 +312,7 @@ def _graph_source(raw, path: str) -> Path | RandomDag:
     outputs = raw.get("outputs", 1)
     for key, value in (("layers", layers), ("outputs", outputs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DagcError(f"{where}: {key} must be a positive integer, got {value!r}")
+            raise DagcError(f"{where}: {key} must be a positive integer, got {show(value)}")
     return RandomDag(
         inputs=expr.parse(raw.get("inputs", 16), f"{where}: inputs"),
         layers=layers,

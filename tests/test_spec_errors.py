@@ -299,6 +299,25 @@ def test_yaml_tags_never_construct_objects(tmp_path, monkeypatch, text):
     assert not (tmp_path / "PWNED").exists()
 
 
+BOMB = ("[&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], "
+        + ", ".join(f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefg", "bcdefgh",
+                                                                         strict=True))
+        + "]")  # nine lists of nine ... 9**8 leaves, a few kB of text
+
+
+@pytest.mark.parametrize("where", ["size", "from", "bias", "act", "name", "width", "fan_in"])
+def test_yaml_alias_bomb_does_not_explode_in_the_message(tmp_path, monkeypatch, where):
+    """Aliases make a small file a huge value; errors must show it briefly, and fast."""
+    blocks = {"size": "h: {size: BOMB, from: [x]}", "from": "h: {size: 1, from: BOMB}",
+              "bias": "h: {size: 1, from: [x], bias: BOMB}",
+              "act": "h: {size: 1, from: [x], act: BOMB}",
+              "fan_in": "h: {size: 1, from: [{block: x, fan_in: BOMB}]}"}
+    head = {"name": "name: BOMB\n", "width": "width: BOMB\n"}.get(where, "name: t\n")
+    text = arch(blocks.get(where, "h: {size: 1, from: [x]}"), head=head).replace("BOMB", BOMB)
+    message = fails(tmp_path, monkeypatch, text)
+    assert len(message) < 500 + len(str(tmp_path))
+
+
 def test_yaml_merge_keys_are_supported_and_explicit_keys_win(tmp_path, monkeypatch):
     """`<<: *anchor` is plain YAML: it must not be mistaken for a duplicate or unknown key."""
     path = tmp_path / "merge.yaml"
@@ -500,6 +519,7 @@ def test_unreadable_files(tmp_path, monkeypatch):
     ("{generator: random_dag, act: bogus}", ("'bogus'",)),
     ("{generator: random_dag, size: 0}", ("size",)),
     ("{generator: random_dag, inputs: 2, size: 2, fan_in: 100}", ("fan_in 100",)),
+    ("{generator: random_dag, layers: 1000000000000}", ("too many",)),
     ("3", ("graph",)),
 ])
 def test_bad_random_dag(tmp_path, monkeypatch, generator, culprits):
