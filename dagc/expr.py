@@ -26,6 +26,8 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring = 3, 4, 4, 60
 def show(value) -> str:
     """Short repr of a value read from a file, for one-line messages. Bounded whatever the
     value: a YAML alias bomb (nested lists of aliases) must not expand in an error message."""
+    if isinstance(value, int) and value.bit_length() > 1000:  # repr() refuses > 4300 digits
+        return f"an integer of {int(value.bit_length() * 0.30103)} digits"
     text = _REPR.repr(value)
     return text if len(text) <= 100 else text[:100] + "..."
 

@@ -119,8 +119,10 @@ class IR:
 def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -> IR:
     """Resolve sizes for `width` (default: the file's) and build the IR."""
     width = spec.width if width is None else width
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
-        raise DagcError(f"width must be a positive integer, got {width!r}")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1
+                              or width > expr.MAX_SIZE):
+        raise DagcError(f"width must be a positive integer up to {expr.MAX_SIZE:,}, "
+                        f"got {expr.show(width)}")
     seed = spec.graph_seed if graph_seed is None else graph_seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DagcError(f"graph_seed must be a non-negative integer, got {seed!r}")

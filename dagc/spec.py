@@ -170,6 +170,9 @@ def _load_yaml(text: str, path: str) -> dict:
         raise DagcError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
     except RecursionError:
         raise DagcError(f"{path}: invalid YAML: nested too deeply") from None
+    except Exception as err:  # bad typed scalars: 2001-13-45, !!int abc, 5000-digit integers
+        message = " ".join(f"{type(err).__name__}: {err}".split())
+        raise DagcError(f"{path}: invalid YAML: {message}") from None
     if doc is None:
         raise DagcError(f"{path}: the file is empty")
     if not isinstance(doc, dict):
@@ -208,6 +211,8 @@ def _optional_positive_int(value, where: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise DagcError(f"{where}: must be a positive integer, got {show(value)}")
+    if value > expr.MAX_SIZE:
+        raise DagcError(f"{where}: {show(value)} is too large (at most {expr.MAX_SIZE:,})")
     return value
 
 

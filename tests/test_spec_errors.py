@@ -231,6 +231,8 @@ BAD = [
     block_case("h: {size: 4, from: [x]}", "width", "True", head="width: true\n",
                id="width-bool"),
     block_case("h: {size: 4, from: [x]}", "width", "'8'", head="width: '8'\n", id="width-str"),
+    block_case("h: {size: 4, from: [x]}", "width", "too large", head=f"width: {'9' * 4000}\n",
+               id="width-4000-digits"),
     block_case("h: {size: 4, from: [x]}", "graph_seed", "-1", head="graph_seed: -1\n",
                id="graph-seed-neg"),
     block_case("h: {size: 4, from: [x]}", "graph_seed", "True", head="graph_seed: true\n",
@@ -279,6 +281,14 @@ def test_default_name_from_file_stem_must_be_identifier(tmp_path, monkeypatch):
     pytest.param("42\n", "int", id="number"),
     pytest.param("!!binary aGVsbG8=\n", "bytes", id="binary"),
     pytest.param(b"name: \xff\xfe\n", "cannot read", id="not-utf8"),
+    # typed scalars that PyYAML's safe constructors fail on with plain Python exceptions
+    pytest.param("name: 2001-13-45\n", "invalid YAML", id="bad-date"),
+    pytest.param("name: !!timestamp xyz\n", "invalid YAML", id="bad-timestamp"),
+    pytest.param("width: !!int abc\n", "invalid YAML", id="bad-int-tag"),
+    pytest.param("width: !!float abc\n", "invalid YAML", id="bad-float-tag"),
+    pytest.param("name: !!bool maybe\n", "invalid YAML", id="bad-bool-tag"),
+    pytest.param("width: 0x_\n", "invalid YAML", id="bad-hex"),
+    pytest.param("width: " + "9" * 5000 + "\n", "invalid YAML", id="5000-digits"),
 ])
 def test_bad_yaml(tmp_path, monkeypatch, text, culprit):
     fails(tmp_path, monkeypatch, text, culprit)
@@ -337,7 +347,7 @@ def test_api_arguments(tmp_path, monkeypatch):
                             ({"width": 2.5}, "width"), ({"width": True}, "width"),
                             ({"graph_seed": -1}, "graph_seed"),
                             ({"graph_seed": True}, "graph_seed"),
-                            ({"width": 10**12}, "too large")]:
+                            ({"width": 10**12}, "width"), ({"width": 10**5000}, "width")]:
         path = tmp_path / "good.yaml"
         path.write_text(GOOD)
         monkeypatch.setenv("DAGC_CACHE_DIR", str(tmp_path / "cache"))
