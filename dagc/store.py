@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import DagcError
@@ -119,10 +120,12 @@ def check(path: str | Path, *, must_exist: bool = True) -> bool:
 class Store:
     """An open results store. Use `Store.open(path)`; close it (or use `with`)."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, readonly: bool):
+    def __init__(self, path: Path, connection: sqlite3.Connection, readonly: bool,
+                 timeout: float = DEFAULT_TIMEOUT):
         self.path = path
         self._db = connection
         self.readonly = readonly
+        self.timeout = timeout
 
     @classmethod
     def open(cls, path: str | Path, *, readonly: bool = False,
@@ -133,19 +136,8 @@ class Store:
         process keeps locked for longer than `timeout` seconds is an error.
         """
         path = Path(path)
-        exists = check(path, must_exist=readonly)
-        connection = _connect(path, readonly=readonly, timeout=timeout)
-        try:
-            if not exists:
-                _create(connection, path)
-            _check_meta(connection, path)
-            if not readonly:
-                _probe_write_lock(connection, path, min(timeout, PROBE_TIMEOUT))
-                connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        except BaseException:
-            connection.close()
-            raise
-        return cls(path, connection, readonly)
+        connection = _retry(lambda: _open(path, readonly, timeout), min(timeout, PROBE_TIMEOUT))
+        return cls(path, connection, readonly, timeout)
 
     def __enter__(self) -> Store:
         return self
@@ -170,9 +162,12 @@ class Store:
     def record(self, row: dict) -> None:
         """Write one finished cell (a dict with the keys `COLUMNS`) in its own transaction."""
         values = tuple(_column_value(name, row.get(name)) for name in COLUMNS)
-        with self._errors():
-            with self._transaction():
+
+        def write() -> None:
+            with self._errors(), self._transaction():
                 self._db.execute(_UPSERT, values)
+
+        _retry(write, self.timeout)
 
     def rows(self, keys: Iterable[tuple] | None = None) -> list[dict]:
         """All cells as dicts (extras and options decoded), or only those with the given keys,
@@ -190,10 +185,12 @@ class Store:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # also when COMMIT itself failed
+                with suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -201,6 +198,42 @@ class Store:
             yield
         except sqlite3.Error as err:
             raise _store_error(self.path, err) from None
+
+
+class StoreLocked(DagcError):
+    """Another process holds a lock on the store."""
+
+
+def _retry(action, timeout: float):
+    """Run `action`, again while the store is locked, for up to `timeout` seconds. SQLite's
+    busy timeout covers most conflicts, but answers some at once without waiting (a process
+    turning a new file into a WAL database while another opens it, say)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            return action()
+        except StoreLocked:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.2)
+
+
+def _open(path: Path, readonly: bool, timeout: float) -> sqlite3.Connection:
+    exists = check(path, must_exist=readonly)
+    connection = _connect(path, readonly=readonly, timeout=timeout)
+    try:
+        if not exists:
+            _create(connection, path)
+        _check_meta(connection, path)
+        if not readonly:
+            _probe_write_lock(connection, path, min(timeout, PROBE_TIMEOUT))
+            connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def _connect(path: Path, readonly: bool, timeout: float) -> sqlite3.Connection:
@@ -289,7 +322,7 @@ def _probe_write_lock(connection: sqlite3.Connection, path: Path, timeout: float
 def _store_error(path: Path, err: sqlite3.Error) -> DagcError:
     message = " ".join(str(err).split())
     if "locked" in message or "busy" in message:
-        return DagcError(f"{path}: the results store is locked by another process ({message}); "
+        return StoreLocked(f"{path}: the results store is locked by another process ({message}); "
                          "wait for it or use another --db")
     if "not a database" in message:
         return DagcError(f"{path}: not a dagc results store ({message})")
