@@ -627,6 +627,28 @@ def test_random_text_gives_dagc_error_or_a_spec(text):
         assert "\n" not in str(err) and str(err).startswith("fuzz.yaml: ")
 
 
+YAML_TOKENS = [
+    "name", "inputs", "blocks", "width", "graph", "x", "h", "size", "from", "act", "tanh", ":",
+    ": ", " ", "\n", "\n  ", "- ", "[", "]", "{", "}", ",", "'", '"', "?", "|", ">", "#", "---",
+    "...", "~", "&a ", "*a", "<<: ", "!!int ", "!!float ", "!!bool ", "!!str ", "!!null ",
+    "!!timestamp ", "!!binary ", "!!set ", "!!omap ", "!!pairs ", "!!map ", "!!seq ",
+    "!!python/name:os.system ", "!x ", "2001-13-45", "2001-01-01 25:00:00", "0x", "0o", "0b",
+    "1e9", "1_0", ".inf", ".nan", "-1", "0", "1", "abc", "yes", "on", "\t", "%YAML 1.1\n",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(YAML_TOKENS), max_size=25).map("".join))
+def test_yaml_soup_gives_dagc_error_or_a_spec(text):
+    """Token soup exercises the YAML scanner, parser and typed-scalar constructors."""
+    try:
+        parsed = spec.parse(text, "soup.yaml")
+        if parsed.graph is None:
+            graph.build(parsed, 4)
+    except DagcError as err:
+        assert "\n" not in str(err) and str(err).startswith("soup.yaml: ")
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet="0123456789width+-*/() ._x", max_size=30), st.integers(1, 10**6))
 def test_size_expressions_give_dagc_error_or_a_positive_integer(text, width):
