@@ -340,7 +340,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path, jobs, sig):
     victim.send_signal(sig)
     _, err = victim.communicate(timeout=60)
     if sig == signal.SIGKILL:
-        assert victim.returncode == -9
+        assert victim.returncode == -9, err
     else:
         assert victim.returncode == 130, err
         assert "run the same command again to resume" in err
