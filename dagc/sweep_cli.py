@@ -46,6 +46,9 @@ def add_commands(commands) -> None:
     p.add_argument("--jobs", metavar="N", help="worker processes, each single-threaded "
                                                "(default: 1, in this process; --quick: "
                                                "up to 2)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="run the cells on a Dask distributed cluster (tcp://HOST:PORT) "
+                        "instead of here; needs dagc[dask]")
     p.add_argument("--quick", action="store_true",
                    help="a small sweep for a first look: widths " + _csv(sweep.QUICK_WIDTHS)
                         + f", {sweep.QUICK_SEEDS} seeds, metrics {_csv(sweep.QUICK_METRICS)}, "
@@ -83,6 +86,9 @@ def _sweep(args) -> int:
         overrides["inputs"] = _integer(args.inputs, "--inputs", 1)
     if args.radius is not None:
         overrides["radius"] = _positive_float(args.radius, "--radius")
+    if args.scheduler is not None and args.jobs is not None:
+        raise DagcError("give --jobs (local processes) or --scheduler (a Dask cluster), "
+                        "not both")
     jobs = _integer(args.jobs, "--jobs", 1) if args.jobs is not None else \
         (max(1, min(2, os.cpu_count() or 1)) if quick else 1)
     report_dir = args.report_dir or (DEFAULT_REPORT_DIR if quick else None)
@@ -93,12 +99,17 @@ def _sweep(args) -> int:
     store.check(args.db, must_exist=False)  # a bad store fails before any work
     archs = sweep.load_architectures(args.arch, widths)
     cells = sweep.plan(archs, widths, range(seeds), metrics, options)
-    executor = sweep.make_executor(jobs)
+    if args.scheduler is not None:  # connects now: an unreachable cluster fails before work
+        executor = _cluster_executor(args.scheduler)
+        where = f"on the Dask cluster at {args.scheduler}"
+    else:
+        executor = sweep.make_executor(jobs)
+        where = f"{jobs} job(s)"
     with store.Store.open(args.db) as results:
         done = len(results.finished() & {c.key for c in cells})
         print(f"sweep: {len(cells)} cells ({len(archs)} architecture(s) x {len(widths)} widths "
               f"x {seeds} seeds x {len(metrics)} metrics), {done} already in {args.db}; "
-              f"{jobs} job(s)", file=sys.stderr)
+              f"{where}", file=sys.stderr)
         try:
             outcome = sweep.run_sweep(cells, results, executor, progress=not args.no_progress)
         except KeyboardInterrupt:
@@ -131,6 +142,14 @@ def _report(args) -> int:
         if not args.json:
             print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _cluster_executor(address: str):
+    try:
+        from . import cluster
+    except ImportError as err:
+        raise DagcError(f"--scheduler: Dask cluster support is not available ({err})") from None
+    return cluster.dask_executor(address)
 
 
 def _write(rows, summaries, directory) -> list:

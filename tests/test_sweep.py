@@ -494,6 +494,32 @@ def test_cli_bad_store_is_one_line_and_untouched(tmp_path, fake, capsys, content
     assert db.read_bytes() == before
 
 
+def test_cli_scheduler_uses_the_cluster_executor(tmp_path, fake, capsys, monkeypatch):
+    import types
+
+    addresses = []
+
+    def dask_executor(address):
+        addresses.append(address)
+        return fake_make_executor(1)
+
+    import dagc
+
+    fake_cluster = types.SimpleNamespace(dask_executor=dask_executor)
+    monkeypatch.setitem(sys.modules, "dagc.cluster", fake_cluster)
+    monkeypatch.setattr(dagc, "cluster", fake_cluster, raising=False)
+    db = tmp_path / "r.sqlite"
+    args = ["sweep", "mlp3", "--widths", "4,8", "--seeds", "1", "--metrics", "gradient",
+            "--db", str(db), "--no-progress"]
+    assert cli.main([*args, "--scheduler", "tcp://example:8786"]) == 0
+    assert addresses == ["tcp://example:8786"]
+    assert "on the Dask cluster at tcp://example:8786" in capsys.readouterr().err
+    with Store.open(db, readonly=True) as store:
+        assert len(store.rows()) == 2
+    assert cli.main([*args, "--scheduler", "tcp://example:8786", "--jobs", "2"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
 def test_cli_locked_store_is_one_line(tmp_path, fake, capsys, monkeypatch):
     from dagc import store
 
