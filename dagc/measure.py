@@ -34,7 +34,8 @@ from .runtime import CompiledNet
 
 __all__ = [
     "METRICS", "Options", "measure", "hessian_norm", "hessian_norms", "gradient_norms",
-    "linearization_errors", "ntk_matrix", "train", "TrainResult", "sphere_points",
+    "linearization_errors", "gradient_direction_errors", "ntk_matrix", "train", "TrainResult",
+    "sphere_points",
     "unit_vector", "generator", "sweep_inputs", "dense_hessian", "regression_set",
 ]
 
@@ -472,7 +473,7 @@ def dense_hessian(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int = 
 
 def gradient_norms(net: CompiledNet, w: np.ndarray, X: np.ndarray) -> np.ndarray:
     """||grad_w f_o(w; x)|| for every row x of X and output o: shape (n, n_out)."""
-    return np.linalg.norm(_gradients(net, w, _matrix(X, "X", net.n_in)), axis=2)
+    return np.linalg.norm(net.jacobian(w, _matrix(X, "X", net.n_in)), axis=2)
 
 
 def linearization_errors(net: CompiledNet, w: np.ndarray, X: np.ndarray, radius: float,
@@ -482,7 +483,7 @@ def linearization_errors(net: CompiledNet, w: np.ndarray, X: np.ndarray, radius:
     X = _matrix(X, "X", net.n_in)
     w = _vector(w, "w", net.n_params)
     f0 = net.forward(w, X)
-    G = _gradients(net, w, X)  # (n, n_out, P): one VJP per output, reused for every direction
+    G = net.jacobian(w, X)  # (n, n_out, P), reused for every direction
     errors = np.empty((directions, len(X), net.n_out))
     for k in range(directions):
         u = unit_vector(rng, net.n_params)
@@ -492,18 +493,26 @@ def linearization_errors(net: CompiledNet, w: np.ndarray, X: np.ndarray, radius:
     return errors
 
 
-def _gradients(net: CompiledNet, w: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Per-sample gradients (n, n_out, P) from one VJP per (input, output) with one-hot
-    cotangents, so memory beyond the result stays O(P)."""
-    n = len(X)
-    G = np.empty((n, net.n_out, net.n_params))
-    C = np.zeros((1, net.n_out))
-    for i in range(n):
+def gradient_direction_errors(net: CompiledNet, w: np.ndarray, X: np.ndarray,
+                              radius: float) -> np.ndarray:
+    """|f(w + R u) - f(w) - R ||grad f||| along u = grad f(w; x) / ||grad f(w; x)||, the
+    direction gradient descent moves in, for each input and output: shape (n, n_out).
+
+    Random directions see the Hessian's average curvature, tr(H) / P; the gradient direction
+    sees g^T H g / |g|^2, which governs how fast the NTK drifts during training.
+    """
+    X = _matrix(X, "X", net.n_in)
+    w = _vector(w, "w", net.n_params)
+    f0 = net.forward(w, X)
+    G = net.jacobian(w, X)
+    errors = np.empty((len(X), net.n_out))
+    for i in range(len(X)):
         for o in range(net.n_out):
-            C[0, o] = 1.0
-            G[i, o] = net.vjp(w, X[i:i + 1], C)
-            C[0, o] = 0.0
-    return G
+            norm = float(np.linalg.norm(G[i, o]))
+            u = G[i, o] / norm if norm > 0 else G[i, o]
+            step = net.forward(w + radius * u, X[i:i + 1])[0, o] - f0[i, o]
+            errors[i, o] = abs(step - radius * norm)
+    return errors
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,11 +621,15 @@ def _measure_gradient(net: CompiledNet, seed: int, options: Options) -> dict[str
 
 
 def _measure_linearization(net: CompiledNet, seed: int, options: Options) -> dict[str, float]:
-    errors = linearization_errors(net, net.init(seed), sweep_inputs(net, seed, options.inputs),
-                                  options.radius, options.directions,
+    w, X = net.init(seed), sweep_inputs(net, seed, options.inputs)
+    errors = linearization_errors(net, w, X, options.radius, options.directions,
                                   generator(seed, "directions"))
-    return {"value": float(errors.mean()), "mean": float(errors.mean()),
-            "max": float(errors.max())}
+    along_gradient = gradient_direction_errors(net, w, X, options.radius)
+    # The headline is the worst probed direction per input (the paper bounds the sup over the
+    # ball); random directions alone see only the average curvature and decay much faster.
+    worst = np.maximum(errors.max(axis=0), along_gradient)
+    return {"value": float(worst.mean()), "random_mean": float(errors.mean()),
+            "random_max": float(errors.max()), "gradient_direction": float(along_gradient.mean())}
 
 
 def _measure_ntk_change(net: CompiledNet, seed: int, options: Options) -> dict[str, float]:

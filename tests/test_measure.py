@@ -120,7 +120,7 @@ def test_linear_model_has_zero_hessian():
     net = runtime.compile_spec(spec.parse(text), jit=False)
     assert net.n_params == 20
     assert M.measure(net, "hessian", 0)["value"] == 0.0
-    assert M.measure(net, "linearization", 0)["max"] < 1e-15
+    assert M.measure(net, "linearization", 0)["value"] < 1e-15
 
 
 def test_hessian_metric_is_mean_and_max_over_inputs(mlp3_small):
@@ -173,8 +173,18 @@ def test_linearization_matches_direct_evaluation(mlp3_small):
         u = M.unit_vector(rng, net.n_params)
         errors.append(np.abs(net.forward(w0 + R * u, X)[:, 0] - net.forward(w0, X)[:, 0]
                              - R * J @ u))
-    assert result["value"] == pytest.approx(np.mean(errors), rel=1e-10)
-    assert result["max"] == pytest.approx(np.max(errors), rel=1e-10)
+    assert result["random_mean"] == pytest.approx(np.mean(errors), rel=1e-10)
+    assert result["random_max"] == pytest.approx(np.max(errors), rel=1e-10)
+    along = []
+    for x, g in zip(X, J, strict=True):
+        u = g / np.linalg.norm(g)
+        f = net.forward(w0 + R * u, x[None])[0, 0] - net.forward(w0, x[None])[0, 0]
+        along.append(abs(f - R * np.linalg.norm(g)))
+    assert result["gradient_direction"] == pytest.approx(np.mean(along), rel=1e-10)
+    worst = np.maximum(np.max(errors, axis=0), along)
+    assert result["value"] == pytest.approx(np.mean(worst), rel=1e-10)
+    # Gradient descent's direction bends the function far more than a random one does.
+    assert result["gradient_direction"] > 10 * result["random_mean"]
 
 
 def test_linearization_error_scales_like_radius_squared(mlp3_small):
