@@ -197,16 +197,21 @@ class Reference:
         return lambda u: self._forward(u, x[None, :])[0, output]
 
     def hvp(self, w, x, v, output: int = 0) -> np.ndarray:
-        """(P,) Hessian of output `output` at the single input x, times v (forward-over-reverse)."""
+        """(P,) Hessian of output `output` at the single input x, times v (double backward)."""
         w, X = self._check(w, np.asarray(x)[None, :])
         v = self._check(v)
-        grad = torch.func.grad(self._scalar(X[0], output))
-        return torch.func.jvp(grad, (w,), (v,))[1].detach().numpy()
+        w = w.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self._scalar(X[0], output)(w), w, create_graph=True)
+        if not grad.requires_grad:  # the gradient does not depend on w: H = 0
+            return np.zeros(self.n_params)
+        (Hv,) = torch.autograd.grad(grad @ v, w, allow_unused=True)
+        return np.zeros(self.n_params) if Hv is None else Hv.detach().numpy()
 
     def hessian(self, w, x, output: int = 0) -> np.ndarray:
-        """(P, P) dense Hessian of output `output` at the single input x."""
+        """(P, P) dense Hessian of output `output` at the single input x (reverse over reverse)."""
         w, X = self._check(w, np.asarray(x)[None, :])
-        return torch.func.hessian(self._scalar(X[0], output))(w).detach().numpy()
+        f = self._scalar(X[0], output)
+        return torch.func.jacrev(torch.func.jacrev(f))(w).detach().numpy()
 
     def ntk(self, w, X1, X2) -> np.ndarray:
         """J1 J2^T: (n1, n2) with one output, else (n1, n2, n_out, n_out) indexed [i, j, k, l]."""
