@@ -352,3 +352,19 @@ def test_neuron_graph_formats_agree(fmt):
     assert net.n_params == G.number_of_edges() == 7
     assert (net.n_in, net.n_out, net.depth, net.width_m) == (2, 1, 3, 2)
     check_against_reference(net, 0)
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "softplus"])
+def test_plain_python_mode_saturates_like_numba(act):
+    """jit=False runs the generated functions as plain Python. Its sigmoid and softplus call
+    math.exp(-z), which raises OverflowError for z < -709 where numba returns inf (and the
+    activation correctly saturates): the two modes must agree on every finite input."""
+    doc = {"name": "saturate", "width": 1, "inputs": {"x": 1},
+           "blocks": {"h": {"size": 1, "act": act, "from": ["x"]}, "out": {"size": 1,
+                                                                            "from": ["h"]}}}
+    net = compile_file(write(yaml.safe_dump(doc, sort_keys=False), ".yaml"))
+    ref = Reference(net)
+    w = np.ones(net.n_params)
+    X = np.array([[-1000.0], [-30.0], [1000.0]])
+    assert_close(net.forward(w, X), ref.forward(w, X), f"{act} forward")
+    assert_close(net.jacobian(w, X), ref.jacobian(w, X), f"{act} jacobian")
