@@ -84,7 +84,7 @@ ARG_CASES = {  # arguments after the command, substrings of the error line
     "width-not-int": (["mlp3", "--width", "abc"], ["--width", "abc"]),
     "width-zero": (["mlp3", "--width", "0"], ["width", "0"]),
     "width-negative": (["mlp3", "--width", "-3"], ["width", "-3"]),
-    "width-huge": (["mlp3", "--width", "10000000000"], ["too large"]),
+    "width-huge": (["mlp3", "--width", "10000000000"], ["width", "100,000,000"]),
     "width-indivisible": (["sparse3", "--width", "3"], ["sparse3.yaml", "fan_in", "3/2"]),
     "graph-seed-negative": (["sparse3", "--graph-seed", "-1"], ["graph_seed", "-1"]),
     "unknown-arch": (["no_such_arch"], ["no_such_arch", "mlp3"]),
