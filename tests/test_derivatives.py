@@ -42,6 +42,9 @@ _KITCHEN_DIR = tempfile.TemporaryDirectory(prefix="dagc-kitchen-")
 KITCHEN_PATH = Path(_KITCHEN_DIR.name) / "kitchen_sink.yaml"
 KITCHEN_PATH.write_text(KITCHEN_SINK)
 NAMES = [*bundled_names(), "kitchen_sink"]
+
+# torch.func's internals warn about torch.jit.script; that is not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 WIDTH = 8  # small, and a multiple of 4 (sparse3 has fan_in width/4)
 HESSIAN_WIDTH = 16  # P from ~300 to ~1300: dense Hessians are cheap
 REFERENCE_RTOL = 1e-9
@@ -244,3 +247,28 @@ def test_sparse_ntk_larger_than_one_chunk():
     X1 = rng.standard_normal((3, net.n_in))
     X2 = rng.standard_normal((2, net.n_in))
     assert_close(net.ntk(w, X1, X2), ref.ntk(w, X1, X2), REFERENCE_RTOL, "sparse3 ntk, width 384")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smallest_valid_width(name):
+    """Blocks of one or two neurons and fan-ins of one, through the same compiled module."""
+    for width in range(1, 9):
+        try:
+            net = compiled(name, width)
+        except dagc.DagcError:  # a size or fan_in expression not a positive integer
+            continue
+        break
+    else:
+        raise AssertionError(f"{name}: no valid width below 9")
+    ref = Reference(net)
+    rng = np.random.default_rng(11)
+    w = net.init(seed=4)
+    X = rng.standard_normal((3, net.n_in))
+    v = rng.standard_normal(net.n_params)
+    assert_close(net.forward(w, X), ref.forward(w, X), REFERENCE_RTOL, f"{name} forward")
+    assert_close(net.jacobian(w, X), ref.jacobian(w, X), REFERENCE_RTOL, f"{name} jacobian")
+    for output in range(net.n_out):
+        assert_close(net.hvp(w, X[0], v, output=output), ref.hvp(w, X[0], v, output),
+                     REFERENCE_RTOL, f"{name} hvp")
+    assert_close(net.ntk(w, X[:2], X[2:]), ref.ntk(w, X[:2], X[2:]), REFERENCE_RTOL,
+                 f"{name} ntk")

@@ -31,6 +31,9 @@ ACTS = sorted(ACTIVATIONS)
 RTOL = 1e-9
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+# torch.func's internals warn about torch.jit.script; that is not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+
 _DIR = tempfile.TemporaryDirectory(prefix="dagc-random-")
 WORK = Path(_DIR.name)  # architecture files and generated modules of this session
 _counter = iter(range(10**9))
