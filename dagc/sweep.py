@@ -34,15 +34,17 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from types import SimpleNamespace
 
+import numba
+from numba.np.ufunc import parallel as numba_parallel
+from threadpoolctl import threadpool_limits
+
+from . import __version__, codegen, graph, measure, runtime, spec
 from .errors import DagcError
 from .store import Store, host_name
 
 # The metrics of dagc.measure (design.md section 5), for checking arguments before it is loaded.
-METRICS = ("hessian", "hessian_ball", "gradient", "linearization", "ntk_change")
+METRICS = measure.METRICS
 # Defaults of dagc.measure.Options, used only when dagc.measure cannot be imported.
-_FALLBACK_OPTIONS = dict(inputs=4, radius=1.0, ball_points=4, directions=4, train_size=16,
-                         loss_drop=10.0, max_steps=2000, tol=1e-6)
-
 QUICK_WIDTHS = (32, 64, 128, 256)
 QUICK_SEEDS = 2
 QUICK_METRICS = ("hessian", "gradient")
@@ -136,34 +138,18 @@ class Outcome:
 
 def default_options() -> dict:
     """The measurement options' defaults (`dagc.measure.Options`)."""
-    try:
-        from . import measure
-    except ImportError:
-        return dict(_FALLBACK_OPTIONS)
     return dataclasses.asdict(measure.Options())
 
 
-def known_metrics() -> tuple[str, ...]:
-    try:
-        from . import measure
-    except ImportError:
-        return METRICS
-    return tuple(measure.METRICS)
-
-
 def make_options(**overrides) -> dict:
-    """Default options with some replaced, checked and normalized by `dagc.measure.Options`
-    (when it can be imported); unknown names are an error."""
+    """Default options with some replaced, checked and normalized by `dagc.measure.Options`;
+    unknown names are an error."""
     options = default_options()
     unknown = sorted(set(overrides) - set(options))
     if unknown:
         raise DagcError(f"unknown measurement option(s) {', '.join(unknown)} "
                         f"(known: {', '.join(options)})")
     options.update(overrides)
-    try:
-        from . import measure
-    except ImportError:
-        return options
     return dataclasses.asdict(measure.Options(**options))
 
 
@@ -182,8 +168,6 @@ def load_architectures(names: Sequence[str | Path], widths: Sequence[int],
     an architecture that does not compile is a `DagcError` before anything is run or stored.
     Repeated architectures (same text) are kept once.
     """
-    from . import codegen, graph, runtime, spec
-
     archs: dict[str, Architecture] = {}
     for name in names:
         parsed = spec.load(name)
@@ -219,8 +203,6 @@ def plan(archs: Sequence[Architecture], widths: Sequence[int], seeds: Iterable[i
 
 def compile_net(text: str, path: str, width: int):
     """The default way a cell gets its network: parse the carried text and compile it."""
-    from . import runtime, spec
-
     return runtime.compile_spec(spec.parse(text, path), width)
 
 
@@ -241,19 +223,17 @@ def _net(cell: Cell, load_net: Callable):
 
 
 def run_cell(cell: Cell, *, load_net: Callable | None = None,
-             measure: Callable | None = None) -> Result:
+             measure_fn: Callable | None = None) -> Result:
     """Run one cell: compile (or reuse) its net, measure, and return a `Result`.
 
     BLAS runs on one thread meanwhile, so a cell gives the same numbers in any executor (an
     executor with threads should run one cell per process at a time: BLAS's thread count is
     per process). Never raises for a failing measurement: the error becomes a 'failed'
     result. The net of the cell's (architecture, width) is kept for the next cells of the
-    same group. `load_net` (text, path, width) -> net and `measure` (net, metric, seed,
+    same group. `load_net` (text, path, width) -> net and `measure_fn` (net, metric, seed,
     options) -> dict replace the defaults (`compile_net`, `dagc.measure.measure`); a
-    replacement `measure` receives the options as a namespace.
+    replacement `measure_fn` receives the options as a namespace.
     """
-    from . import __version__
-
     start = time.perf_counter()
     net = None
     status, value, extras, error = "failed", None, {}, None
@@ -261,13 +241,10 @@ def run_cell(cell: Cell, *, load_net: Callable | None = None,
         with single_threaded():  # the numbers must not depend on how many threads BLAS has
             net = _net(cell, load_net or compile_net)
             options = json.loads(cell.options)
-            if measure is None:
-                from . import measure as measure_module
-
-                out = measure_module.measure(net, cell.metric, cell.seed,
-                                             measure_module.Options(**options))
+            if measure_fn is None:
+                out = measure.measure(net, cell.metric, cell.seed, measure.Options(**options))
             else:
-                out = measure(net, cell.metric, cell.seed, SimpleNamespace(**options))
+                out = measure_fn(net, cell.metric, cell.seed, SimpleNamespace(**options))
         value, extras = _split(out)
         status = "ok"
     except Exception as err:  # noqa: BLE001 - recorded as a failed cell, retried by a rerun
@@ -280,8 +257,6 @@ def run_cell(cell: Cell, *, load_net: Callable | None = None,
 
 
 def failed_result(cell: Cell, error: str, elapsed: float = 0.0) -> Result:
-    from . import __version__
-
     return Result(cell=cell, status="failed", value=None, extras={}, error=error,
                   width_m=None, depth=None, n_params=None, elapsed=elapsed, host=host_name(),
                   timestamp=_now(), dagc_version=__version__)
@@ -484,29 +459,14 @@ def single_threaded_environment() -> Iterator[None]:
 
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
-    """Run BLAS (and numba's parallel loops) in this process on one thread for a while.
-
-    Uses threadpoolctl when it is installed; otherwise asks the BLAS libraries loaded in this
-    process (OpenBLAS, including numpy's and scipy's builds, MKL, BLIS) through their own
-    thread-count functions.
-    """
+    """Run BLAS (and numba's parallel loops) in this process on one thread for a while, so a
+    cell sums in the same order whatever process runs it (bit-identical results)."""
     for module in ("numpy", "scipy.linalg.cython_blas", "scipy.sparse.linalg"):
-        with contextlib.suppress(ImportError):  # load the BLAS libraries a measurement uses
-            importlib.import_module(module)
+        importlib.import_module(module)  # load the BLAS libraries a measurement uses
     numba_threads = _numba_threads(1)
     try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            restore = [(setter, setter(1)) for setter in _blas_thread_setters()]
-            try:
-                yield
-            finally:
-                for setter, count in reversed(restore):
-                    setter(count)
-        else:
-            with threadpool_limits(1):
-                yield
+        with threadpool_limits(1):
+            yield
     finally:
         if numba_threads is not None:
             _numba_threads(numba_threads)
@@ -514,66 +474,10 @@ def single_threaded() -> Iterator[None]:
 
 def _numba_threads(count: int) -> int | None:
     """Set numba's thread count if its thread pool is running; return the previous count."""
-    try:
-        import numba
-        from numba.np.ufunc import parallel
-    except ImportError:
-        return None
-    if not getattr(parallel, "_is_initialized", False):
+    if not getattr(numba_parallel, "_is_initialized", False):
         return None
     previous = numba.get_num_threads()
     numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    return previous
-
-
-# (get, set) thread-count functions of BLAS builds, as their shared libraries export them.
-_BLAS_THREAD_FUNCTIONS = (
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
-    ("bli_thread_get_num_threads", "bli_thread_set_num_threads"),
-)
-
-
-def _blas_thread_setters() -> list[Callable[[int], int]]:
-    """For each BLAS library loaded in this process, a function that sets its thread count
-    and returns the previous one. Linux only (reads /proc/self/maps); elsewhere none."""
-    try:
-        with open("/proc/self/maps") as handle:
-            paths = {line.split(None, 5)[5].strip() for line in handle
-                     if len(line.split(None, 5)) == 6}
-    except OSError:
-        return []
-    import ctypes
-
-    setters, seen = [], set()
-    for path in sorted(paths):
-        name = os.path.basename(path).lower()
-        if not path.startswith("/") or ".so" not in name \
-                or not any(k in name for k in ("blas", "mkl_rt", "blis")):
-            continue
-        try:
-            library = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-        except OSError:
-            continue
-        for get_name, set_name in _BLAS_THREAD_FUNCTIONS:
-            get, put = getattr(library, get_name, None), getattr(library, set_name, None)
-            if get is not None and put is not None:
-                address = ctypes.cast(put, ctypes.c_void_p).value  # a module linking to a
-                if address in seen:  # BLAS library finds the same function again
-                    break
-                seen.add(address)
-                get.restype, put.restype, put.argtypes = ctypes.c_int, None, [ctypes.c_int]
-                setters.append(functools.partial(_swap_threads, get, put))
-                break
-    return setters
-
-
-def _swap_threads(get, put, count: int) -> int:
-    previous = get()
-    put(count)
     return previous
 
 
@@ -582,12 +486,7 @@ def _worker_main(conn, fn: Callable, parent: int) -> None:
     (None) or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent)
-    try:  # belt and braces: the environment already asked for one thread
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    threadpool_limits(1)  # belt and braces: the environment already asked for one thread
     while True:
         try:
             cell = conn.recv()

@@ -183,7 +183,7 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def _metrics(text: str) -> tuple[str, ...]:
-    known = sweep.known_metrics()
+    known = sweep.METRICS
     metrics = tuple(_items(text, "--metrics"))
     for metric in metrics:
         if metric not in known:

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import threadpoolctl
 
 from dagc import cli, graph, spec, sweep
 from dagc.errors import DagcError
@@ -69,15 +70,13 @@ def fake_measure(net, metric, seed, options):
 
 def _blas_threads(count=None):
     """The thread counts of the BLAS libraries loaded here (setting them to `count`)."""
-    counts = []
-    for setter in sweep._blas_thread_setters():
-        counts.append(setter(count or 1))
-        if count is None:
-            setter(counts[-1])
-    return counts
+    if count is not None:
+        threadpoolctl.threadpool_limits(count, user_api="blas")
+    return [pool["num_threads"] for pool in threadpoolctl.threadpool_info()
+            if pool["user_api"] == "blas"]
 
 
-FAKE_RUN_CELL = functools.partial(sweep.run_cell, load_net=fake_load_net, measure=fake_measure)
+FAKE_RUN_CELL = functools.partial(sweep.run_cell, load_net=fake_load_net, measure_fn=fake_measure)
 
 
 def fake_make_executor(jobs, fn=None):
