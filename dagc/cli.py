@@ -6,6 +6,7 @@ Errors in the user's input are one line on stderr and exit status 2, never a tra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import codegen, graph, runtime, spec
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dagc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dagc report --json | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 class _Parser(argparse.ArgumentParser):
