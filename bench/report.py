@@ -1,0 +1,215 @@
+"""Results -> a markdown report and a JSON file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from . import targets
+
+
+def write(results: dict, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    md, js = directory / "latest.md", directory / "latest.json"
+    md.write_text(markdown(results))
+    js.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    return md, js
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return repr(value)
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2 ** 20:,.0f} MiB" if abs(n) >= 2 ** 24 else f"{n / 2 ** 20:,.2f} MiB"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    limits = results["limits"]
+    flops = limits["matmul_gflops"]["best"]
+    copy = limits["copy_gbps"]["best"]
+    revision = m.get("dagc_revision") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    out = ["# dagc vs JAX and PyTorch (float64, CPU)", ""]
+    out += [f"- Machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
+            f"{(m['memory_bytes'] or 0) / 2 ** 30:.0f} GiB; Python {m['python']}",
+            f"- Versions: {versions}",
+            f"- dagc commit {revision.get('commit')}"
+            + (f", with local changes in {', '.join(revision['modified'])}"
+               if revision.get("modified") else ""),
+            f"- Limits measured in this run: float64 matrix product (np.dot 2048x2048) "
+            f"{flops:.1f} GFLOP/s (median {limits['matmul_gflops']['median']:.1f}); copy "
+            f"bandwidth {copy:.1f} GB/s (read + write; median "
+            f"{limits['copy_gbps']['median']:.1f}). At the end: "
+            f"{results['limits_end']['matmul_gflops']['best']:.1f} GFLOP/s, "
+            f"{results['limits_end']['copy_gbps']['best']:.1f} GB/s.",
+            f"- Load average at start {_load(limits)}, at end {_load(results['limits_end'])}"
+            " (2 cores, shared with other work: every number is noisy)",
+            f"- Thread settings: {m['environment'] or 'library defaults'}",
+            "- Times are medians over interleaved rounds; ratios are medians of per-round "
+            "ratios dagc / peer (below 1: dagc is faster). `best` is the fastest peer variant "
+            "in each round.",
+            "- % of limit: dagc's rate as a fraction of the matrix-product rate (forward, VJP, "
+            "NTK: FLOPs counted as noted) or of the copy bandwidth (HVP: bytes counted as at "
+            "least reading w and v and writing the result, 3 * 8 * P).", ""]
+    if results["notes"]:
+        out += ["## Notes", ""] + [f"- {note}" for note in results["notes"]] + [""]
+    for case in results["cases"]:
+        out += _case(case, flops, copy)
+    out += _targets(results)
+    out += _compile(results)
+    out += _memory(results)
+    return "\n".join(out) + "\n"
+
+
+def _load(limits: dict) -> str:
+    load = limits.get("load_average")
+    return "-" if not load else "/".join(f"{x:.1f}" for x in load)
+
+
+def _case(case: dict, flops: float, copy: float) -> list[str]:
+    rows = case["rows"]
+    peers = []
+    for row in rows:
+        peers += [n for n in row["seconds"] if not n.startswith("dagc") and n not in peers]
+    groups = []
+    for row in rows:
+        groups += [g for g in row.get("group_ratios", {}) if g not in groups]
+    header = ["op", "dagc"] + peers + [f"dagc/{p}" for p in peers]
+    header += [f"dagc/{g}" for g in groups if g not in peers] + ["dagc % of limit"]
+    body = []
+    for row in rows:
+        line = [row["op"], _time(row["seconds"]["dagc"])]
+        line += [_time(row["seconds"].get(p)) for p in peers]
+        line += [_ratio(row["ratios"].get(p, {}).get("median")) for p in peers]
+        line += [_ratio(row["group_ratios"].get(g, {}).get("median"))
+                 for g in groups if g not in peers]
+        line.append(_fraction(row, flops, copy))
+        body.append(line)
+    out = [f"## {case['arch']}, width {case['width']} (m = {case['width_m']}, "
+           f"P = {case['n_params']:,})", ""]
+    out += _table(header, body) + [""]
+    extra = []
+    for row in rows:
+        if row["op"] == "ntk" and row.get("limit", {}).get("jjt_flops"):
+            extra.append(f"NTK: J J^T would be {row['limit']['jjt_flops'] / 1e9:.1f} GFLOP "
+                         f"(dagc's structured NTK: {row['limit']['amount'] / 1e9:.2f} GFLOP)")
+        if row.get("batch_speedup"):
+            extra.append(f"{row['op']}: hessian_norms is {row['batch_speedup']:.2f}x the "
+                         "throughput of one hessian_norm per input")
+        for name in row["seconds"]:
+            if name.startswith("dagc ") and row["op"].startswith("hessian_norm"):
+                extra.append(f"{row['op']}: {name}: {_time(row['seconds'][name])} (dagc / it: "
+                             f"{_ratio(row['ratios'][name]['median'])})")
+        if row.get("matvecs"):
+            extra.append(f"{row['op']}: Lanczos matvecs {row['matvecs']}")
+    if case.get("sweep_cells"):
+        cells = ", ".join(f"{k} {_time(v)}" for k, v in case["sweep_cells"].items())
+        extra.append(f"one sweep cell per metric (dagc.measure.measure): {cells}")
+    extra += case["notes"]
+    out += [f"- {line}" for line in extra] + ([""] if extra else [])
+    return out
+
+
+def _fraction(row: dict, flops: float, copy: float) -> str:
+    limit = row.get("limit")
+    if not limit:
+        return "-"
+    seconds = row["seconds"]["dagc"]
+    peak = (flops if limit["kind"] == "flop" else copy) * 1e9
+    unit = "FLOP/s" if limit["kind"] == "flop" else "GB/s copy"
+    return f"{100 * limit['amount'] / seconds / peak:.0f}% ({unit})"
+
+
+def _targets(results: dict) -> list[str]:
+    body = []
+    for case in results["cases"]:
+        for row in case["rows"]:
+            for check in row["targets"]:
+                met = {True: "yes", False: "**no**", None: "n/a"}[check["met"]]
+                body.append([case["arch"], str(case["width"]), check["label"],
+                             _ratio(check["ratio"]), met])
+    if not body:
+        return []
+    return ["## Issue-4 targets (ratio = dagc / peer, median of rounds)", ""] + \
+        _table(["arch", "width", "target", "ratio", "met"], body) + [""]
+
+
+def _compile(results: dict) -> list[str]:
+    if not results["compile"]:
+        return []
+    body = []
+    for arch, entry in results["compile"].items():
+        for kind in ("cold", "cached"):
+            probe = entry["dagc"][kind]
+            if "error" in probe:
+                body.append([arch, f"dagc {kind}", "-", probe["error"][:120], "-"])
+                continue
+            first = probe["first_call_seconds"]
+            total = sum(first[p] for p in targets.COMPILED_PASSES)
+            bound = targets.COMPILE_COLD if kind == "cold" else targets.COMPILE_CACHED
+            passes = ", ".join(f"{p} {v:.1f}" for p, v in first.items())
+            body.append([arch, f"dagc {kind}", f"{total:.2f} s",
+                         f"{passes}; import {probe['import_seconds']:.1f}, process "
+                         f"{probe['process_seconds']:.1f}",
+                         "yes" if total <= bound else f"**no** (<= {bound:g} s)"])
+        for width, variants in entry["jax"].items():
+            for name, ops in variants.items():
+                detail = ", ".join(f"{op} {s:.1f}" for op, s in ops.items())
+                body.append([arch, f"{name} jit, width {width}",
+                             f"{sum(ops.values()):.2f} s", detail, ""])
+    return ["## Compile time (fresh processes; dagc: compile + first call of each pass, "
+            "target total of forward, VJP, HVP, NTK)", ""] + \
+        _table(["arch", "what", "total", "per pass (s)", "target met"], body) + [""]
+
+
+def _memory(results: dict) -> list[str]:
+    if not results["memory"]:
+        return []
+    body = []
+    for arch, probe in results["memory"].items():
+        if "error" in probe:
+            body.append([arch, str(probe["width"]), "-", "-", "-", "-", probe["error"][:120]])
+            continue
+        increase = probe["peak_rss"] - probe["rss_before"]
+        vectors = probe["reference_bytes"] - probe["weights_bytes"]
+        body.append([arch, str(probe["width"]), f"{probe['n_params']:,}",
+                     _bytes(probe["peak_rss"]), _bytes(probe["rss_before"]), _bytes(increase),
+                     f"{_bytes(probe['weights_bytes'])} + {_bytes(vectors)} "
+                     f"({probe['lanczos_vectors']} vectors)",
+                     f"{probe['peak_rss'] / probe['reference_bytes']:.2f}x",
+                     f"{increase / vectors:.2f}x", f"{probe['how']}, {probe['seconds']:.1f} s"])
+    return ["## Memory of one Hessian norm (fresh process)", "",
+            "RSS before includes the interpreter, numba, the compiled code and the weights; "
+            "the increase is what the norm itself allocated.", ""] + \
+        _table(["arch", "width", "P", "peak RSS", "RSS before", "increase",
+                "weights + Lanczos vectors", "peak / (w + vectors)",
+                "increase / vectors", "how"], body) + [""]
