@@ -99,8 +99,8 @@ def test_bundled_block_architectures(name):
 def test_add_skip_is_not_an_edge():
     """An identity skip has no weight, so it is no edge of the paper's graph (design.md 1):
     h2 below sees only the input through weights, so it is in layer 1, and m is out's
-    in-degree, `width`. (dagc counts the skip as an edge: h2 in layer 2, m = 4 = the input's
-    size however wide the network, h2 reported as a bottleneck, depth 3.)"""
+    in-degree, `width`. (dagc up to 32555d1 counted the skip as an edge: h2 in layer 2, m = 4
+    = the input's size however wide the network, h2 a spurious bottleneck, depth 3.)"""
     text = """\
 name: skip_from_hidden
 width: 8
@@ -129,10 +129,8 @@ def test_mlp3_width_is_the_hidden_width():
 
 
 @settings(max_examples=40, **SETTINGS)
-@given(doc=block_architectures(allow_add=False))
+@given(doc=block_architectures())
 def test_random_block_architectures(doc):
-    # Without add-skips: dagc counts them as edges (see test_add_skip_is_not_an_edge), and
-    # shrinking a failing example of that known bug takes minutes. Allow them once it is fixed.
     net = compile_file(write(yaml.safe_dump(doc, sort_keys=False), ".yaml"))
     check_block_architecture(net)
 
