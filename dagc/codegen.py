@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from .errors import DagcError
 from .graph import IR
 
 
@@ -49,20 +50,25 @@ def write_module(ir: IR, directory: str | Path) -> Path:
     """
     source = render(ir)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{module_name(ir, source)}.py"
-    if path.exists():
-        return path
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(source)
+        directory.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            return path
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}.", suffix=".tmp")
         try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won the race with the same text
-    finally:
-        os.unlink(tmp)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(source)
+            os.chmod(tmp, 0o644)  # a shared cache must be readable by its other users
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won the race with the same text
+        finally:
+            os.unlink(tmp)
+    except OSError as err:
+        raise DagcError(f"{directory}: cannot write the generated module: "
+                        f"{err.strerror or err}") from None
     return path
 
 

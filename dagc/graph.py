@@ -15,7 +15,7 @@ import numpy as np
 
 from . import expr
 from .errors import DagcError
-from .spec import ACTIVATIONS, RandomDag, Spec
+from .spec import ACTIVATIONS, RandomDag, Spec, check_acyclic
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,9 @@ def _block_dag(spec: Spec, width, seed):
             blocks.append(Block(name, sizes[name], "", 0, np.zeros(sizes[name], np.int64)))
             continue
         b = by_name[name]
-        layers[name] = 1 + max(layers[s] for s in [s.block for s in b.sources] + list(b.add))
+        # An identity skip has no weight: it orders the computation but is no edge of the
+        # paper's graph, so it neither deepens a block nor counts in its in-degree.
+        layers[name] = 1 + max(layers[s.block] for s in b.sources)
         degree = 0
         for index, s in enumerate(b.sources):
             conn = _block_connection(s, index, b.name, sizes, width, seed, position, where)
@@ -257,13 +259,7 @@ def _read_graph_file(path: Path, default_act: str, where: str):
     graph = _read_networkx(path, where)
     if graph.number_of_nodes() == 0:
         raise DagcError(f"{path}: the graph has no neurons")
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
-        names = [str(u) for u, _ in cycle] + [str(cycle[0][0])]
-        raise DagcError(f"{path}: the neurons form a cycle: {' -> '.join(names)}")
+    check_acyclic(graph, f"{path}: the neurons")
     file_rank = {n: i for i, n in enumerate(graph.nodes)}
     order = list(nx.lexicographical_topological_sort(graph, key=file_rank.__getitem__))
     number = {n: i for i, n in enumerate(order)}

@@ -290,13 +290,7 @@ def _check_graph(inputs, blocks: tuple[BlockSpec, ...], path: str) -> None:
         for src in block.add:
             if block.add.count(src) > 1:
                 raise DagcError(f"{path}: block {block.name}: `add: {src}` is listed twice")
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
-        names = [u for u, _ in cycle] + [cycle[0][0]]
-        raise DagcError(f"{path}: the blocks form a cycle: {' -> '.join(names)}")
+    check_acyclic(graph, f"{path}: the blocks")
     for name in input_names:
         if graph.out_degree(name) == 0:
             raise DagcError(f"{path}: input {name} feeds nothing")
@@ -304,6 +298,16 @@ def _check_graph(inputs, blocks: tuple[BlockSpec, ...], path: str) -> None:
         if graph.out_degree(block.name) > 0 and not block.act:
             raise DagcError(f"{path}: block {block.name}: `act` is required on a block that "
                             "feeds another")
+
+
+def check_acyclic(graph: nx.DiGraph, what: str) -> None:
+    """Raise a DagcError naming the nodes on a cycle, if `graph` has one."""
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return
+    names = [str(u) for u, _ in cycle] + [str(cycle[0][0])]
+    raise DagcError(f"{what} form a cycle: {' -> '.join(names)}")
 
 
 def _graph_source(raw, path: str) -> Path | RandomDag:
