@@ -49,6 +49,9 @@ def add_commands(commands) -> None:
     p.add_argument("--scheduler", metavar="ADDR",
                    help="run the cells on a Dask distributed cluster (tcp://HOST:PORT) "
                         "instead of here; needs dagc[dask]")
+    p.add_argument("--scheduler-file", metavar="FILE",
+                   help="as --scheduler, with the address from the file that "
+                        "`dask scheduler --scheduler-file FILE` writes")
     p.add_argument("--quick", action="store_true",
                    help="a small sweep for a first look: widths " + _csv(sweep.QUICK_WIDTHS)
                         + f", {sweep.QUICK_SEEDS} seeds, metrics {_csv(sweep.QUICK_METRICS)}, "
@@ -86,7 +89,8 @@ def _sweep(args) -> int:
         overrides["inputs"] = _integer(args.inputs, "--inputs", 1)
     if args.radius is not None:
         overrides["radius"] = _positive_float(args.radius, "--radius")
-    if args.scheduler is not None and args.jobs is not None:
+    if (args.scheduler is not None or args.scheduler_file is not None) \
+            and args.jobs is not None:
         raise DagcError("give --jobs (local processes) or --scheduler (a Dask cluster), "
                         "not both")
     jobs = _integer(args.jobs, "--jobs", 1) if args.jobs is not None else \
@@ -99,9 +103,10 @@ def _sweep(args) -> int:
     store.check(args.db, must_exist=False)  # a bad store fails before any work
     archs = sweep.load_architectures(args.arch, widths)
     cells = sweep.plan(archs, widths, range(seeds), metrics, options)
-    if args.scheduler is not None:  # connects now: an unreachable cluster fails before work
-        executor = _cluster_executor(args.scheduler)
-        where = f"on the Dask cluster at {args.scheduler}"
+    if args.scheduler is not None or args.scheduler_file is not None:
+        # connects now: an unreachable cluster fails before work
+        executor = _cluster_executor(args.scheduler, args.scheduler_file)
+        where = getattr(executor, "description", f"on the Dask cluster at {args.scheduler}")
     else:
         executor = sweep.make_executor(jobs)
         where = f"{jobs} job(s)"
@@ -144,11 +149,13 @@ def _report(args) -> int:
     return 0
 
 
-def _cluster_executor(address: str):
+def _cluster_executor(address: str | None, scheduler_file: str | None = None):
     try:
         from . import cluster
     except ImportError as err:
         raise DagcError(f"--scheduler: Dask cluster support is not available ({err})") from None
+    if scheduler_file is not None:
+        return cluster.dask_executor(address, scheduler_file)
     return cluster.dask_executor(address)
 
 
