@@ -45,7 +45,7 @@ def softplus_first(z):
         t = zf[i]
         y = max(t, 0.0) + math.log1p(math.exp(-abs(t)))
         af[i] = y
-        d1f[i] = 1.0 / (1.0 + math.exp(-t))
+        d1f[i] = 1.0 / (1.0 + math.exp(-t)) if t >= 0.0 else math.exp(t) / (1.0 + math.exp(t))
     return a, d1
 
 
@@ -62,7 +62,7 @@ def softplus_second(z):
     for i in range(zf.size):
         t = zf[i]
         y = max(t, 0.0) + math.log1p(math.exp(-abs(t)))
-        p = 1.0 / (1.0 + math.exp(-t))
+        p = 1.0 / (1.0 + math.exp(-t)) if t >= 0.0 else math.exp(t) / (1.0 + math.exp(t))
         af[i] = y
         d1f[i] = p
         d2f[i] = p * (1.0 - p)
