@@ -91,21 +91,26 @@ class DaskExecutor:
         if self.scheduler_file is not None:
             self.address = _address_from_file(self.scheduler_file, deadline)
         address = self.address
-        if not isinstance(address, str) or not address.strip() or any(c.isspace()
-                                                                      for c in address):
-            raise DagcError(f"--scheduler: expected an address such as tcp://HOST:8786, "
-                            f"got {address!r}")
+        _check_address(address)
         remaining = max(deadline - time.monotonic(), 0.5)
-        try:
-            client = self.distributed.Client(address, timeout=remaining,
-                                             set_as_default=False)
-        except ValueError as err:  # a malformed address
-            raise DagcError(f"--scheduler: bad Dask scheduler address {address!r} "
-                            f"({_one_line(err)})") from None
-        except Exception as err:  # noqa: BLE001 - OSError, TimeoutError, protocol errors
+        # In a thread, to bound the time: a server that accepts the connection but does not
+        # speak Dask's protocol keeps the Client's start waiting past its own timeout.
+        box: dict = {}
+        thread = threading.Thread(target=_new_client, args=(self.distributed, address,
+                                                            remaining, box),
+                                  name="dagc-dask-connect", daemon=True)
+        thread.start()
+        thread.join(remaining + 0.5)
+        if thread.is_alive() or "error" in box:
+            err = box.get("error")
+            reason = "" if err is None else _one_line(err)
+            reason = "" if "timed out" in reason.lower() or not reason else f" ({reason})"
+            if thread.is_alive():  # a client connecting late closes itself
+                box["abandoned"] = True
             raise DagcError(f"cannot reach the Dask scheduler at {address} within "
-                            f"{self.timeout:g} s ({_one_line(err)}); is `dask scheduler` "
-                            "running there and the port open?") from None
+                            f"{self.timeout:g} s{reason}; is `dask scheduler` running there "
+                            "and the port open?")
+        client = box["client"]
         self.client = client
         weakref.finalize(self, _close_quietly, client)
 
@@ -302,6 +307,40 @@ def _import_distributed():
     return distributed
 
 
+def _new_client(distributed, address: str, timeout: float, box: dict) -> None:
+    try:
+        client = distributed.Client(address, timeout=timeout, set_as_default=False)
+    except Exception as err:  # noqa: BLE001 - OSError, TimeoutError, protocol errors
+        box["error"] = err
+        return
+    box["client"] = client
+    if box.get("abandoned"):
+        _close_quietly(client)
+
+
+def _check_address(address) -> None:
+    """A malformed address is an error now (the Client would take its whole timeout)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    problem = None
+    if not isinstance(address, str) or not address or any(c.isspace() for c in address):
+        problem = "expected one address"
+    else:
+        try:
+            scheme, location = parse_address(address)
+            get_backend(scheme)
+            if scheme in ("tcp", "tls", "ws", "wss"):
+                host, port = parse_host_port(location)
+                if not host or not 0 < int(port) < 65536:
+                    problem = "expected HOST:PORT"
+        except (ValueError, TypeError) as err:
+            problem = _one_line(err)
+    if problem:
+        raise DagcError(f"--scheduler: bad Dask scheduler address {address!r} ({problem}; "
+                        "e.g. tcp://HOST:8786)")
+
+
 def _address_from_file(path: str, deadline: float) -> str:
     """The scheduler address in a scheduler file, waiting for it to appear until `deadline`
     (a scheduler started at the same time writes it when it is up)."""
@@ -315,6 +354,8 @@ def _address_from_file(path: str, deadline: float) -> str:
             problem = "no scheduler address in it"
         except FileNotFoundError:
             problem = "no such file"
+            if not Path(path).parent.is_dir():
+                raise DagcError(f"--scheduler-file {path}: no such file or directory") from None
         except IsADirectoryError:
             raise DagcError(f"--scheduler-file {path}: is a directory") from None
         except OSError as err:

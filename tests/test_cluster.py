@@ -316,6 +316,14 @@ def test_unreachable_scheduler_is_a_one_line_error_within_the_timeout(tmp_path, 
         cluster.dask_executor(address, timeout=1)
     assert time.monotonic() - start < 5
 
+    with socket.socket() as mute:  # accepts connections, never answers: not a scheduler
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        start = time.monotonic()
+        with pytest.raises(DagcError, match="cannot reach the Dask scheduler"):
+            cluster.dask_executor(f"tcp://127.0.0.1:{mute.getsockname()[1]}", timeout=1)
+        assert time.monotonic() - start < 3
+
     monkeypatch.setattr(cluster, "DEFAULT_TIMEOUT", 1.0)
     db = tmp_path / "never.sqlite"
     monkeypatch.chdir(tmp_path)
@@ -338,10 +346,14 @@ def test_bad_addresses_and_arguments(tmp_path):
         cluster.dask_executor()
     with pytest.raises(DagcError, match="not both"):
         cluster.dask_executor("tcp://127.0.0.1:1", str(tmp_path / "f"))
-    with pytest.raises(DagcError, match="expected an address"):
-        cluster.dask_executor("tcp://a b:1")
-    with pytest.raises(DagcError, match="bad Dask scheduler address"):
-        cluster.dask_executor("nosuchscheme://127.0.0.1:1", timeout=1)
+    start = time.monotonic()
+    for address in ("tcp://a b:1", "nosuchscheme://127.0.0.1:1", "tcp://127.0.0.1",
+                    "tcp://:8786", "127.0.0.1:0", ""):
+        with pytest.raises(DagcError, match="bad Dask scheduler address"):
+            cluster.dask_executor(address, timeout=5)
+    assert time.monotonic() - start < 2  # at once, not after the timeout
+    with pytest.raises(DagcError, match="no such file or directory"):
+        cluster.dask_executor(scheduler_file=str(tmp_path / "no" / "file.json"))
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
     with pytest.raises(DagcError, match="not a Dask scheduler file"):
