@@ -36,6 +36,7 @@ from types import SimpleNamespace
 import pytest
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 cloudpickle = pytest.importorskip("cloudpickle")
 
 from dagc import cli, cluster, sweep  # noqa: E402
@@ -80,7 +81,10 @@ def run(cells, db, executor):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
-    with pytest.MonkeyPatch.context() as mp:
+    # LocalCluster closes a nanny whose worker is absent 15 s after an earlier death of the
+    # same worker (a stale timer): the nannies must restart killed workers, however often.
+    lost = dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"})
+    with pytest.MonkeyPatch.context() as mp, lost:
         mp.setenv("DAGC_CACHE_DIR", str(root / "cache"))  # the workers inherit it
         warm = subprocess.Popen([sys.executable, "-c", WARM], cwd=root, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
