@@ -110,7 +110,7 @@ def csr_outer1(out, u, v, ptr, idx):
             out[e] = u[j] * v[idx[e]]
 
 
-@njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+@njit(cache=True, error_model="numpy")
 def csr_tangent(z, tz, w, v, ptr, idx, a, t):
     """HVP forward for one sample: z += W a and tz += W t + V a, reading W and V once."""
     for j in range(z.size):
@@ -276,18 +276,35 @@ def add_product(K, A, B):
             K[i, j] += A[i, j] * B[i, j]
 
 
-@njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+@njit(cache=True, error_model="numpy")
 def dense_tangent(z, tz, W, V, a, t):
     """HVP forward for one sample: z += W a and tz += W t + V a, reading W and V once.
-    (Reassociation lets the row sums vectorize; BLAS reorders sums the same way.)"""
+
+    Four partial sums per row in a fixed order: they keep the additions from waiting on each
+    other without fastmath's reassociation, whose order may change with how LLVM inlines the
+    kernel (results must not depend on whether the code was compiled or loaded from cache).
+    """
+    cols = W.shape[1]
+    tail = cols - cols % 4
     for j in range(W.shape[0]):
-        s1 = 0.0
-        s2 = 0.0
-        for l in range(W.shape[1]):
-            s1 += W[j, l] * a[l]
-            s2 += W[j, l] * t[l] + V[j, l] * a[l]
-        z[j] += s1
-        tz[j] += s2
+        Wj = W[j]
+        Vj = V[j]
+        p0 = p1 = p2 = p3 = 0.0
+        q0 = q1 = q2 = q3 = 0.0
+        for l in range(0, tail, 4):
+            p0 += Wj[l] * a[l]
+            p1 += Wj[l + 1] * a[l + 1]
+            p2 += Wj[l + 2] * a[l + 2]
+            p3 += Wj[l + 3] * a[l + 3]
+            q0 += Wj[l] * t[l] + Vj[l] * a[l]
+            q1 += Wj[l + 1] * t[l + 1] + Vj[l + 1] * a[l + 1]
+            q2 += Wj[l + 2] * t[l + 2] + Vj[l + 2] * a[l + 2]
+            q3 += Wj[l + 3] * t[l + 3] + Vj[l + 3] * a[l + 3]
+        for l in range(tail, cols):
+            p0 += Wj[l] * a[l]
+            q0 += Wj[l] * t[l] + Vj[l] * a[l]
+        z[j] += (p0 + p1) + (p2 + p3)
+        tz[j] += (q0 + q1) + (q2 + q3)
 
 
 @njit(cache=True, error_model="numpy")
