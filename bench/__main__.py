@@ -54,6 +54,11 @@ def _set_threads(n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    unknown = set(args.peers.split(",")) - {"", "jax", "torch"}
+    if unknown:
+        print(f"--peers: unknown framework(s) {', '.join(sorted(unknown))} (known: jax, torch)",
+              file=sys.stderr)
+        return 2
     if args.render:
         import json
 

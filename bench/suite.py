@@ -126,7 +126,7 @@ def run_case(arch, width, config: Config, frameworks, measure, log) -> dict:
         errors = {}
         for peer in variants:
             need = _peer_bytes(op, desc, peer.mode, config)
-            available = machine_available()
+            available = _available_memory()
             if available is not None and need > 0.5 * available:
                 case["notes"].append(f"{op}: {peer.name} skipped: needs about {need / 1e9:.1f} GB"
                                      f" of {available / 1e9:.1f} GB available")
@@ -156,7 +156,7 @@ def run_case(arch, width, config: Config, frameworks, measure, log) -> dict:
     return case
 
 
-def machine_available() -> int | None:
+def _available_memory() -> int | None:
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
