@@ -59,12 +59,6 @@ def evaluate(tree: Expr, width: int | None, where: str) -> int:
     return int(value)
 
 
-def uses_width(tree: Expr) -> bool:
-    if tree[0] == "width":
-        return True
-    return any(uses_width(child) for child in tree[1:] if isinstance(child, tuple))
-
-
 def _tokenize(text: str, where: str) -> list[str]:
     tokens, pos = [], 0
     text = text.rstrip()

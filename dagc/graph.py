@@ -94,26 +94,8 @@ class IR:
     def n_out(self) -> int:
         return sum(b.size for b in self.outputs)
 
-    def block(self, name: str) -> Block:
-        return next(b for b in self.blocks if b.name == name)
-
     def incoming(self, name: str) -> tuple[Connection, ...]:
         return tuple(c for c in self.connections if c.dst == name)
-
-    def structure(self) -> dict:
-        """What the generated code depends on: everything but sizes and index values."""
-        return {
-            "name": self.name,
-            "blocks": [
-                {"name": b.name, "act": b.act, "bias": b.bias, "add": list(b.add),
-                 "is_output": b.is_output}
-                for b in self.blocks
-            ],
-            "connections": [
-                {"src": c.src, "dst": c.dst, "sparse": c.kind != "dense"}
-                for c in self.connections
-            ],
-        }
 
 
 def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -> IR:
