@@ -99,6 +99,7 @@ def _context(ir: IR) -> dict:
         "computed": computed,
         "input_names": input_names,
         "sparse": [{"var": conn_vars[(c.src, c.dst)]} for c in ir.connections if c.kind != "dense"],
+        "dense_sources": list(dict.fromkeys(c.src for c in ir.connections if c.kind == "dense")),
         "pieces": pieces,
         "acts": sorted({b.act for b in ir.blocks if b.act not in ("", "identity")}),
         "n_in_expr": " + ".join(f"n_{b['name']}" for b in inputs),

@@ -843,7 +843,8 @@ def ntk(w, X1, X2, sizes, scales, indptrs, indices):
     csr_matvec(z_out, a_h3, W9_h3_out, ptr9_h3_out, idx9_h3_out)
     scale_rows(z_out, s_out)
     a_out = z_out
-    # Gram matrices of the activations feeding each block's dense connections (and bias)
+    # Gram matrix of each block that feeds a dense connection, computed once
+    # summed over each block's dense sources (a bias is a source of ones)
     S_h1 = np.zeros((n1, n - n1))
     S_h2 = np.zeros((n1, n - n1))
     S_h3 = np.zeros((n1, n - n1))
