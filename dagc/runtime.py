@@ -150,8 +150,9 @@ class CompiledNet:
     def ntk(self, w: np.ndarray, X1: np.ndarray, X2: np.ndarray | None = None) -> np.ndarray:
         """Empirical NTK: (n1, n2) for one output, else (n1, n2, n_out, n_out)."""
         X1 = self._batch(X1, "X1")
-        X2 = X1 if X2 is None else self._batch(X2, "X2")
-        K = self.module.ntk(self._w(w), X1, X2, *self._args)
+        same = X2 is None  # the kernel of X1 with itself: one sweep over X1, not two
+        X2 = X1 if same else self._batch(X2, "X2")
+        K = self.module.ntk(self._w(w), X1, X2, same, *self._args)
         if self.n_out == 1:
             return K[0, 0]
         return np.ascontiguousarray(K.transpose(2, 3, 0, 1))

@@ -754,7 +754,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
 
 
 @njit(cache=True, error_model="numpy")
-def ntk(w, X1, X2, sizes, scales, indptrs, indices):
+def ntk(w, X1, X2, same, sizes, scales, indptrs, indices):
     """Empirical NTK K[k, l, i, j] = df_k(X1[i])/dw . df_l(X2[j])/dw, shape (n_out, n_out, n1, n2).
 
     Structured: a dense connection A -> B contributes (g_B g_B'^T) * (a_A a_A'^T), so the
@@ -813,9 +813,15 @@ def ntk(w, X1, X2, sizes, scales, indptrs, indices):
     W7_h1_out = w[o7_h1_out:o7_h1_out + idx7_h1_out.size]
     W8_h2_out = w[o8_h2_out:o8_h2_out + idx8_h2_out.size]
     W9_h3_out = w[o9_h3_out:o9_h3_out + idx9_h3_out.size]
+    # Rows [:n1] are X1 and rows [lo:] are X2; when `same`, X2 is X1 and is not run twice.
     n1 = X1.shape[0]
-    n = n1 + X2.shape[0]
-    X = np.concatenate((X1, X2))
+    if same:
+        X = X1
+        lo = 0
+    else:
+        X = np.concatenate((X1, X2))
+        lo = n1
+    n = X.shape[0]
     a_x = X
     # h1 = tanh(s * (W x (sparse)))
     z_h1 = np.zeros((n, n_h1))
@@ -845,10 +851,10 @@ def ntk(w, X1, X2, sizes, scales, indptrs, indices):
     a_out = z_out
     # Gram matrix of each block that feeds a dense connection, computed once
     # summed over each block's dense sources (a bias is a source of ones)
-    S_h1 = np.zeros((n1, n - n1))
-    S_h2 = np.zeros((n1, n - n1))
-    S_h3 = np.zeros((n1, n - n1))
-    S_out = np.zeros((n1, n - n1))
+    S_h1 = np.zeros((n1, n - lo))
+    S_h2 = np.zeros((n1, n - lo))
+    S_h3 = np.zeros((n1, n - lo))
+    S_out = np.zeros((n1, n - lo))
     # adjoints g of every block, for every output
     Gk_h1 = np.zeros((n_out, n, n_h1))
     Gk_h2 = np.zeros((n_out, n, n_h2))
@@ -880,21 +886,21 @@ def ntk(w, X1, X2, sizes, scales, indptrs, indices):
         add_to(Gk_h2[k], g_h2)
         add_to(Gk_h3[k], g_h3)
         add_to(Gk_out[k], g_out)
-    K = np.zeros((n_out, n_out, n1, n - n1))
+    K = np.zeros((n_out, n_out, n1, n - lo))
     for k in range(n_out):
         for l in range(n_out):
-            add_product(K[k, l], matmul_t(Gk_h1[k, :n1], Gk_h1[l, n1:]), S_h1)
-            csr_ntk(K[k, l], Gk_h1[k, :n1], a_x[:n1], Gk_h1[l, n1:], a_x[n1:], ptr0_x_h1, idx0_x_h1)
-            add_product(K[k, l], matmul_t(Gk_h2[k, :n1], Gk_h2[l, n1:]), S_h2)
-            csr_ntk(K[k, l], Gk_h2[k, :n1], a_x[:n1], Gk_h2[l, n1:], a_x[n1:], ptr1_x_h2, idx1_x_h2)
-            csr_ntk(K[k, l], Gk_h2[k, :n1], a_h1[:n1], Gk_h2[l, n1:], a_h1[n1:], ptr2_h1_h2, idx2_h1_h2)
-            add_product(K[k, l], matmul_t(Gk_h3[k, :n1], Gk_h3[l, n1:]), S_h3)
-            csr_ntk(K[k, l], Gk_h3[k, :n1], a_x[:n1], Gk_h3[l, n1:], a_x[n1:], ptr3_x_h3, idx3_x_h3)
-            csr_ntk(K[k, l], Gk_h3[k, :n1], a_h1[:n1], Gk_h3[l, n1:], a_h1[n1:], ptr4_h1_h3, idx4_h1_h3)
-            csr_ntk(K[k, l], Gk_h3[k, :n1], a_h2[:n1], Gk_h3[l, n1:], a_h2[n1:], ptr5_h2_h3, idx5_h2_h3)
-            add_product(K[k, l], matmul_t(Gk_out[k, :n1], Gk_out[l, n1:]), S_out)
-            csr_ntk(K[k, l], Gk_out[k, :n1], a_x[:n1], Gk_out[l, n1:], a_x[n1:], ptr6_x_out, idx6_x_out)
-            csr_ntk(K[k, l], Gk_out[k, :n1], a_h1[:n1], Gk_out[l, n1:], a_h1[n1:], ptr7_h1_out, idx7_h1_out)
-            csr_ntk(K[k, l], Gk_out[k, :n1], a_h2[:n1], Gk_out[l, n1:], a_h2[n1:], ptr8_h2_out, idx8_h2_out)
-            csr_ntk(K[k, l], Gk_out[k, :n1], a_h3[:n1], Gk_out[l, n1:], a_h3[n1:], ptr9_h3_out, idx9_h3_out)
+            add_product(K[k, l], matmul_t(Gk_h1[k, :n1], Gk_h1[l, lo:]), S_h1)
+            csr_ntk(K[k, l], Gk_h1[k, :n1], a_x[:n1], Gk_h1[l, lo:], a_x[lo:], ptr0_x_h1, idx0_x_h1)
+            add_product(K[k, l], matmul_t(Gk_h2[k, :n1], Gk_h2[l, lo:]), S_h2)
+            csr_ntk(K[k, l], Gk_h2[k, :n1], a_x[:n1], Gk_h2[l, lo:], a_x[lo:], ptr1_x_h2, idx1_x_h2)
+            csr_ntk(K[k, l], Gk_h2[k, :n1], a_h1[:n1], Gk_h2[l, lo:], a_h1[lo:], ptr2_h1_h2, idx2_h1_h2)
+            add_product(K[k, l], matmul_t(Gk_h3[k, :n1], Gk_h3[l, lo:]), S_h3)
+            csr_ntk(K[k, l], Gk_h3[k, :n1], a_x[:n1], Gk_h3[l, lo:], a_x[lo:], ptr3_x_h3, idx3_x_h3)
+            csr_ntk(K[k, l], Gk_h3[k, :n1], a_h1[:n1], Gk_h3[l, lo:], a_h1[lo:], ptr4_h1_h3, idx4_h1_h3)
+            csr_ntk(K[k, l], Gk_h3[k, :n1], a_h2[:n1], Gk_h3[l, lo:], a_h2[lo:], ptr5_h2_h3, idx5_h2_h3)
+            add_product(K[k, l], matmul_t(Gk_out[k, :n1], Gk_out[l, lo:]), S_out)
+            csr_ntk(K[k, l], Gk_out[k, :n1], a_x[:n1], Gk_out[l, lo:], a_x[lo:], ptr6_x_out, idx6_x_out)
+            csr_ntk(K[k, l], Gk_out[k, :n1], a_h1[:n1], Gk_out[l, lo:], a_h1[lo:], ptr7_h1_out, idx7_h1_out)
+            csr_ntk(K[k, l], Gk_out[k, :n1], a_h2[:n1], Gk_out[l, lo:], a_h2[lo:], ptr8_h2_out, idx8_h2_out)
+            csr_ntk(K[k, l], Gk_out[k, :n1], a_h3[:n1], Gk_out[l, lo:], a_h3[lo:], ptr9_h3_out, idx9_h3_out)
     return K
