@@ -207,7 +207,8 @@ def _memory(results: dict) -> list[str]:
         body.append([arch, str(probe["width"]), f"{probe['n_params']:,}",
                      _bytes(probe["peak_rss"]), _bytes(probe["rss_before"]), _bytes(increase),
                      f"{_bytes(probe['weights_bytes'])} + {_bytes(vectors)} "
-                     f"({probe['lanczos_vectors']} vectors)",
+                     f"({probe['lanczos_vectors']} vectors of "
+                     f"{probe.get('vector_length', probe['n_params']):,})",
                      f"{probe['peak_rss'] / probe['reference_bytes']:.2f}x",
                      f"{increase / vectors:.2f}x", f"{probe['how']}, {probe['seconds']:.1f} s"])
     return ["## Memory of one Hessian norm (fresh process)", "",

@@ -90,6 +90,14 @@ def _context(ir: IR) -> dict:
                          "conns": conns, "comment": _comment(b, conns)})
     pieces = _pieces(ir, conn_vars)
     last = pieces[-1]
+    segments = [{"kind": kind, "name": b.name} for kind, b in ir.factored_blocks]
+    offset = "0"
+    for segment in segments:
+        segment["offset"] = offset
+        offset = f"o{segment['kind']}_{segment['name']} + n_{segment['name']}"
+    q_blocks = {s["name"] for s in segments if s["kind"] == "q"}
+    for b in computed:
+        b["is_source"] = b["name"] in q_blocks
     return {
         "name": ir.name,
         "summary": _summary(ir),
@@ -101,6 +109,7 @@ def _context(ir: IR) -> dict:
         "sparse": [{"var": conn_vars[(c.src, c.dst)]} for c in ir.connections if c.kind != "dense"],
         "dense_sources": list(dict.fromkeys(c.src for c in ir.connections if c.kind == "dense")),
         "pieces": pieces,
+        "segments": segments,
         "acts": sorted({b.act for b in ir.blocks if b.act not in ("", "identity")}),
         "n_in_expr": " + ".join(f"n_{b['name']}" for b in inputs),
         "n_out_expr": _total(outputs),

@@ -97,6 +97,16 @@ class IR:
     def incoming(self, name: str) -> tuple[Connection, ...]:
         return tuple(c for c in self.connections if c.dst == name)
 
+    @property
+    def factored_blocks(self) -> tuple[tuple[str, Block], ...]:
+        """The segments of the factored Hessian's coordinates, in order: ("p", B) for every
+        non-input block B (the tangent of its adjoint g_B), then ("q", A) for every non-input
+        block A that feeds a connection (the tangent of its activations a_A)."""
+        sources = {c.src for c in self.connections}
+        computed = [b for b in self.blocks if not b.is_input]
+        return tuple([("p", b) for b in computed]
+                     + [("q", b) for b in computed if b.name in sources])
+
 
 def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -> IR:
     """Resolve sizes for `width` (default: the file's) and build the IR."""

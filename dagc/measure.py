@@ -26,14 +26,15 @@ from typing import Any
 
 import numpy as np
 from numba import njit
-from scipy.linalg import eigh_tridiagonal, lapack
+from scipy.linalg import lapack
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .errors import DagcError
 from .runtime import CompiledNet
 
 __all__ = [
-    "METRICS", "Options", "measure", "hessian_norm", "hessian_norms", "gradient_norms",
+    "METRICS", "Options", "measure", "hessian_norm", "hessian_norms", "lanczos_norms",
+    "gradient_norms",
     "linearization_errors", "gradient_direction_errors", "ntk_matrix", "train", "TrainResult",
     "sphere_points",
     "unit_vector", "generator", "sweep_inputs", "dense_hessian", "regression_set",
@@ -249,197 +250,165 @@ def sweep_inputs(net: CompiledNet, seed: int, count: int) -> np.ndarray:
 
 
 def hessian_norm(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int = 0,
-                 tol: float = 1e-6, v0: np.ndarray | None = None,
-                 out: np.ndarray | None = None, method: str = "lanczos") -> float:
+                 tol: float = 1e-6, method: str = "lanczos", seed: int = 0) -> float:
     """Spectral norm (largest |eigenvalue|) of the Hessian of output ``output`` with respect to
-    the weights, at weights ``w`` (P,) and input ``x`` (n_in,).
-
-    A Krylov method on the Hessian-vector product: the spectrum of a network's Hessian comes
-    in near +/- pairs, where power iteration stalls (its rate is |lambda_2 / lambda_1| ~ 1) but
-    Lanczos converges to both ends of the spectrum at once.
-
-    ``method``:
-
-    - ``"lanczos"`` (default): the three-term Lanczos recurrence with local
-      re-orthogonalization, stopped when the Ritz values at *both* ends of the spectrum have
-      residual bounds below ``tol`` times the largest |Ritz value| (so neither end of a +/-
-      pair can still overtake the other). Memory 3 P; the extreme Ritz values of the
-      tridiagonal matrix are monotone in the step count whatever the loss of orthogonality,
-      and the loop stops before that loss matters.
-    - ``"arpack"``: scipy ``eigsh`` (implicitly restarted Lanczos, ``which="LM"``, k=1) with
-      relative tolerance ``tol``. Same values to about 1e-12 and about as many HVPs, but
-      ARPACK's own work per step (scipy 1.17) took 5-10 times as long as the HVP on mlp3 at
-      widths 256-1024, and its memory is ~23 P; kept as a cross-check.
-
-    ``v0`` is the starting vector (any nonzero (P,) float64); when None a fixed one is used
-    (ARPACK's own random start is not reproducible from call to call). ``out`` (P,) is an
-    optional scratch buffer that receives the HVPs.
-    """
-    P = net.n_params
-    w = _vector(w, "w", P)
+    the weights, at weights ``w`` (P,) and input ``x`` (n_in,). See `hessian_norms`."""
     x = _vector(x, "x", net.n_in)
     if isinstance(output, bool) or not isinstance(output, (int, np.integer)) \
             or not 0 <= output < net.n_out:
         raise DagcError(f"output: expected an integer in [0, {net.n_out}), got {output!r}")
-    output = int(output)
-    _check_tol(tol, "tol")
-    _check_method(method, "method")
-    if v0 is None:
-        v0 = np.random.default_rng([0, _PURPOSES["lanczos"]]).standard_normal(P)
-    v0 = _vector(v0, "v0", P)
-    if not np.any(v0):
-        raise DagcError("v0: the starting vector must not be zero")
-    out = np.empty(P) if out is None else _vector(out, "out", P)
-    if P <= _DENSE_LIMIT:
-        eigenvalues = np.linalg.eigvalsh(dense_hessian(net, w, x, output))
-        return float(np.max(np.abs(eigenvalues))) if P else 0.0
-
-    def apply(v: np.ndarray, result: np.ndarray) -> np.ndarray:
-        return net.hvp(w, x, v, output, out=result)
-
-    if method == "arpack":
-        return _arpack_norm(apply, v0, tol, out)
-    return _lanczos_norm(apply, v0, tol, (np.empty(P), np.empty(P), out))
+    return float(_norms(net, w, x[None, :], np.array([output]), tol, method, seed)[0])
 
 
 def hessian_norms(net: CompiledNet, w: np.ndarray, X: np.ndarray, tol: float = 1e-6,
-                  v0: np.ndarray | None = None, method: str = "lanczos") -> np.ndarray:
-    """`hessian_norm` at every row of X (n, n_in) and every output: shape (n, n_out).
+                  method: str = "lanczos", seed: int = 0) -> np.ndarray:
+    """Spectral norms of the Hessians of every output at every row of X (n, n_in): (n, n_out).
 
-    For now one Lanczos run per (input, output), sharing the HVP buffer.
+    A Krylov method: the spectrum of a network's Hessian comes in near +/- pairs, where
+    power iteration stalls (its rate is |lambda_2 / lambda_1| ~ 1) but Lanczos converges to
+    both ends of the spectrum at once. ``method``:
+
+    - ``"lanczos"`` (default): Lanczos on `CompiledNet.factored_hessian`, all rows at once.
+      Every H v lies in the span of a few vectors per neuron (r numbers instead of P), so the
+      Krylov vectors have r entries, each step reads every weight matrix twice for the whole
+      batch (matrix-matrix products), and the eigenvalues are those of the Hessian itself:
+      nothing is approximated. Each row stops when the Ritz values at *both* ends of its
+      spectrum have residual bounds below ``tol`` times its largest |Ritz value| (so neither
+      end of a +/- pair can still overtake the other); ``tol=0`` means machine precision.
+    - ``"arpack"``: scipy ``eigsh`` (implicitly restarted Lanczos, ``which="LM"``) on the
+      plain HVP in R^P, one (input, output) at a time: an independent cross-check, several
+      times slower.
+
+    The start vector comes from ``generator(seed, "lanczos")``, so a call is reproducible.
     """
     X = _matrix(X, "X", net.n_in)
-    out = np.empty(net.n_params)
-    return np.array([[hessian_norm(net, w, x, o, tol=tol, v0=v0, out=out, method=method)
-                      for o in range(net.n_out)] for x in X]).reshape(len(X), net.n_out)
+    outputs = np.tile(np.arange(net.n_out), len(X))
+    norms = _norms(net, w, np.repeat(X, net.n_out, axis=0), outputs, tol, method, seed)
+    return norms.reshape(len(X), net.n_out)
 
 
-def _lanczos_norm(apply, v0: np.ndarray, tol: float, buffers, max_steps: int = _MAX_STEPS
-                  ) -> float:
-    """max |eigenvalue| of the symmetric operator ``apply(v, out)`` by plain Lanczos.
+def _norms(net: CompiledNet, w, X: np.ndarray, outputs: np.ndarray, tol, method: str,
+           seed: int) -> np.ndarray:
+    """Hessian norm of output outputs[i] at X[i], for every row i."""
+    w = _vector(w, "w", net.n_params)
+    tol = max(_check_tol(tol, "tol"), 10 * np.finfo(np.float64).eps)  # 0: rounding's floor
+    _check_method(method, "method")
+    _check_seed(seed)
+    rng = generator(seed, "lanczos")
+    if net.n_params <= _DENSE_LIMIT:
+        return np.array([np.abs(np.linalg.eigvalsh(dense_hessian(net, w, x, o))).max()
+                         if net.n_params else 0.0 for x, o in zip(X, outputs, strict=True)])
+    if method == "arpack":
+        v0 = rng.standard_normal(net.n_params)
+        return np.array([_arpack_norm(net, w, x, int(o), v0, tol)
+                         for x, o in zip(X, outputs, strict=True)])
+    operator = net.factored_hessian(w, X, outputs)
+    start = np.tile(rng.standard_normal(operator.size), (operator.rows, 1))
+    return lanczos_norms(operator, start, tol)
 
-    No re-orthogonalization: the loss of orthogonality only sets in as a Ritz value
-    converges (Paige), and the loop stops there; the extreme Ritz values are monotone in the
-    step count regardless. In-place updates on three rotating P-vectors: a fresh P-vector per
-    step would cost page faults comparable to the HVP itself at large P (perf-notes.md).
+
+def lanczos_norms(operator, C0: np.ndarray, tol: float, max_steps: int = _MAX_STEPS
+                  ) -> np.ndarray:
+    """Largest |eigenvalue| of each row's operator, by Lanczos on all rows in lockstep.
+
+    ``operator.apply(C)`` returns (HC, GC) for a batch C of vectors, one per row: the operator
+    H and the Gram matrix G of the inner product <x, y> = x . G y in which H is
+    self-adjoint (the identity for a plain symmetric matrix); ``operator.select(keep)`` is the
+    operator of the rows ``keep``. Converged rows leave the batch. C0 (rows, r) holds the
+    start vectors.
+
+    No re-orthogonalization: the loss of orthogonality only sets in as a Ritz value converges
+    (Paige), and the loop stops there; the extreme Ritz values are monotone in the step count
+    regardless. The vectors are kept unnormalized (H and G are linear), so that the norm
+    |r|_G^2 = r . G r of a new vector comes from the same operator call as its H r.
     """
-    tol = max(tol, 10 * np.finfo(np.float64).eps)  # tol=0: as tight as rounding allows
-    # The Lanczos vectors are kept unnormalized, q_k = v_k / c_k, and the HVP is applied to
-    # v_k (it is linear): the 1/c_k scaling then rides along in the next fused pass instead of
-    # costing a pass of its own.
-    previous, v, r = buffers
-    np.copyto(v, v0)
-    previous.fill(0.0)
-    c_previous, c = 1.0, float(np.linalg.norm(v))
-    alphas: list[float] = []
-    betas: list[float] = []
-    beta = 0.0
-    scale = 0.0
+    norms = np.zeros(len(C0))
+    active = np.arange(len(C0))  # the original rows still in the batch
+    alphas: list[list[float]] = [[] for _ in active]
+    betas: list[list[float]] = [[] for _ in active]
+    v = np.array(C0, dtype=np.float64)
+    Hv, Gv = operator.apply(v)
+    c = np.sqrt(np.maximum(_row_dots(v, Gv), 0.0))
+    q_prev = np.zeros_like(v)
+    beta = np.zeros(len(v))
+    keep = c > 0.0  # a start of length 0 (U C0 = 0): nothing to measure, the norm is 0
     for _ in range(max_steps):
-        apply(v, r)
-        # Paige's stable ordering: subtract beta * q_{k-1} before forming alpha from the
-        # updated r. Two fused passes over memory instead of five BLAS-1 calls.
-        alpha = _scale_subtract_dot(r, 1.0 / c, previous, beta / c_previous, v) / c
-        alphas.append(alpha)
-        beta = math.sqrt(_subtract_norm2(r, v, alpha / c))
-        if not (math.isfinite(alpha) and math.isfinite(beta)):
+        if not keep.all():
+            active, operator = active[keep], operator.select(keep)
+            v, Hv, Gv, c, q_prev, beta = (x[keep] for x in (v, Hv, Gv, c, q_prev, beta))
+        if not len(active):
+            return norms
+        # Paige's ordering: subtract beta * q_{k-1} before forming alpha from the result.
+        q, Hq, Gq = v / c[:, None], Hv / c[:, None], Gv / c[:, None]
+        r = Hq - beta[:, None] * q_prev
+        alpha = _row_dots(Gq, r)
+        r -= alpha[:, None] * q
+        Hr, Gr = operator.apply(r)
+        beta = np.sqrt(np.maximum(_row_dots(r, Gr), 0.0))
+        if not (np.isfinite(alpha).all() and np.isfinite(beta).all()):
             raise DagcError("hessian_norm: the Hessian-vector product is not finite")
-        low, s_low, high, s_high = _extreme_ritz(np.array(alphas), np.array(betas))
-        scale = max(abs(low), abs(high))
-        # |beta_k s_k| bounds the distance of a Ritz value to the spectrum (exactly so in exact
-        # arithmetic, up to O(eps ||H||) in floating point, Paige 1980). A vanishing beta
-        # (invariant Krylov subspace: tiny or low-rank Hessian) passes the same test.
-        residual = beta * max(abs(s_low), abs(s_high))
-        if residual <= tol * scale:
-            return float(scale)
-        betas.append(beta)
-        previous, v, r = v, r, previous
-        c_previous, c = c, beta
-    warnings.warn(f"hessian_norm: Lanczos did not reach tol={tol:g} in {max_steps} steps; "
-                  "using the largest Ritz value", RuntimeWarning, stacklevel=3)
-    return float(scale)
+        keep = np.ones(len(active), bool)
+        for k, row in enumerate(active):
+            alphas[row].append(float(alpha[k]))
+            low, s_low, high, s_high = _extreme_ritz(np.array(alphas[row]), np.array(betas[row]))
+            norms[row] = max(abs(low), abs(high))
+            # |beta_k s_k| bounds the distance of a Ritz value to the spectrum (exactly in
+            # exact arithmetic, up to O(eps |H|) in floating point, Paige 1980). A vanishing
+            # beta (invariant Krylov subspace: a tiny or low-rank Hessian) passes the same test.
+            keep[k] = beta[k] * max(abs(s_low), abs(s_high)) > tol * norms[row]
+            betas[row].append(float(beta[k]))
+        q_prev, v, Hv, Gv, c = q, r, Hr, Gr, beta
+    if keep.any():
+        warnings.warn(f"hessian_norm: Lanczos did not reach tol={tol:g} in {max_steps} steps; "
+                      "using the largest Ritz value", RuntimeWarning, stacklevel=3)
+    return norms
 
 
 @njit(cache=True, error_model="numpy")
-def _scale_subtract_dot(r, a, previous, b, q):  # pragma: no cover (compiled)
-    """r = a * r - b * previous, in place; returns q . r (of the updated r).
-
-    Four independent accumulators: without fastmath a single running sum is one long chain
-    of dependent additions; four chains keep the loop memory-bound, and the summation order
-    stays fixed (bit-reproducible).
-    """
-    n = r.shape[0]
-    s0 = s1 = s2 = s3 = 0.0
-    m = n - n % 4
-    for i in range(0, m, 4):
-        r0 = a * r[i] - b * previous[i]
-        r1 = a * r[i + 1] - b * previous[i + 1]
-        r2 = a * r[i + 2] - b * previous[i + 2]
-        r3 = a * r[i + 3] - b * previous[i + 3]
-        r[i] = r0
-        r[i + 1] = r1
-        r[i + 2] = r2
-        r[i + 3] = r3
-        s0 += q[i] * r0
-        s1 += q[i + 1] * r1
-        s2 += q[i + 2] * r2
-        s3 += q[i + 3] * r3
-    for i in range(m, n):
-        ri = a * r[i] - b * previous[i]
-        r[i] = ri
-        s0 += q[i] * ri
-    return (s0 + s1) + (s2 + s3)
-
-
-@njit(cache=True, error_model="numpy")
-def _subtract_norm2(r, q, alpha):  # pragma: no cover (compiled)
-    """r -= alpha * q, in place; returns r . r (of the updated r)."""
-    n = r.shape[0]
-    s0 = s1 = s2 = s3 = 0.0
-    m = n - n % 4
-    for i in range(0, m, 4):
-        r0 = r[i] - alpha * q[i]
-        r1 = r[i + 1] - alpha * q[i + 1]
-        r2 = r[i + 2] - alpha * q[i + 2]
-        r3 = r[i + 3] - alpha * q[i + 3]
-        r[i] = r0
-        r[i + 1] = r1
-        r[i + 2] = r2
-        r[i + 3] = r3
-        s0 += r0 * r0
-        s1 += r1 * r1
-        s2 += r2 * r2
-        s3 += r3 * r3
-    for i in range(m, n):
-        ri = r[i] - alpha * q[i]
-        r[i] = ri
-        s0 += ri * ri
-    return (s0 + s1) + (s2 + s3)
+def _row_dots(A, B):  # pragma: no cover (compiled)
+    """A[i] . B[i] for every row, in a fixed summation order (four interleaved partial sums:
+    fast without fastmath, and the same bits in every process, unlike a vectorized
+    reduction whose order can depend on memory alignment)."""
+    out = np.empty(A.shape[0])
+    n = A.shape[1]
+    tail = n - n % 4
+    for i in range(A.shape[0]):
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(0, tail, 4):
+            s0 += A[i, j] * B[i, j]
+            s1 += A[i, j + 1] * B[i, j + 1]
+            s2 += A[i, j + 2] * B[i, j + 2]
+            s3 += A[i, j + 3] * B[i, j + 3]
+        for j in range(tail, n):
+            s0 += A[i, j] * B[i, j]
+        out[i] = (s0 + s1) + (s2 + s3)
+    return out
 
 
 def _extreme_ritz(d: np.ndarray, e: np.ndarray) -> tuple[float, float, float, float]:
     """Smallest and largest eigenvalue of the tridiagonal matrix (d, e), each with the last
     component of its unit eigenvector: (low, s_low, high, s_high)."""
-    if len(d) == 1:
+    k = len(d)
+    if k == 1:
         return d[0], 1.0, d[0], 1.0
-    if len(d) <= 20:
-        # One LAPACK call for everything: cheapest while the matrix is small (~10 us).
+    # LAPACK's MRRR for the two ends only: O(k) each, and no Python-level overhead (this runs
+    # once per Lanczos step and row, ~10 us here against ~30 us for eigh_tridiagonal).
+    # dstemr's e has k entries (the last unused) and is overwritten: a fresh copy per call.
+    _, low, z_low, info_low = lapack.dstemr(d, np.append(e, 0.0), 2, 0.0, 0.0, 1, 1)
+    _, high, z_high, info_high = lapack.dstemr(d, np.append(e, 0.0), 2, 0.0, 0.0, k, k)
+    if info_low or info_high:  # MRRR gave up (rare): the full QR eigensolver always works
         theta, S, _ = lapack.dstev(d, e, compute_v=1)
         return theta[0], S[-1, 0], theta[-1], S[-1, -1]
-    # Bisection plus inverse iteration for the two ends only: O(k) instead of O(k^2).
-    k = len(d) - 1
-    low, s_low = eigh_tridiagonal(d, e, select="i", select_range=(0, 0), check_finite=False)
-    high, s_high = eigh_tridiagonal(d, e, select="i", select_range=(k, k), check_finite=False)
-    return low[0], s_low[-1, 0], high[0], s_high[-1, 0]
+    return low[0], z_low[-1, 0], high[0], z_high[-1, 0]
 
 
-def _arpack_norm(apply, v0: np.ndarray, tol: float, out: np.ndarray) -> float:
-    P = len(v0)
+def _arpack_norm(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int,
+                 v0: np.ndarray, tol: float) -> float:
+    P = net.n_params
+    out = np.empty(P)  # ARPACK copies each result into its work array: one buffer serves all
 
     def matvec(v: np.ndarray) -> np.ndarray:
-        # ARPACK copies the result into its work array before the next call, so one buffer
-        # serves every HVP.
-        return apply(np.ascontiguousarray(v.reshape(-1)), out)
+        return net.hvp(w, x, np.ascontiguousarray(v.reshape(-1)), output, out=out)
 
     operator = LinearOperator((P, P), matvec=matvec, dtype=np.float64)
     try:
@@ -597,20 +566,18 @@ def regression_set(net: CompiledNet, seed: int, size: int) -> tuple[np.ndarray, 
 
 
 def _measure_hessian(net: CompiledNet, seed: int, options: Options) -> dict[str, float]:
-    w0 = net.init(seed)
-    norms = hessian_norms(net, w0, sweep_inputs(net, seed, options.inputs), tol=options.tol,
-                          v0=_lanczos_start(net, seed), method=options.hessian_method)
+    norms = hessian_norms(net, net.init(seed), sweep_inputs(net, seed, options.inputs),
+                          tol=options.tol, method=options.hessian_method, seed=seed)
     return {"value": float(norms.mean()), "mean": float(norms.mean()), "max": float(norms.max())}
 
 
 def _measure_hessian_ball(net: CompiledNet, seed: int, options: Options) -> dict[str, float]:
     w0 = net.init(seed)
     X = sweep_inputs(net, seed, options.inputs)
-    v0 = _lanczos_start(net, seed)
     rng = generator(seed, "ball")
     norms = np.array([hessian_norms(net, w0 + options.radius * unit_vector(rng, net.n_params),
-                                    X, tol=options.tol, v0=v0,
-                                    method=options.hessian_method)
+                                    X, tol=options.tol, method=options.hessian_method,
+                                    seed=seed)
                       for _ in range(options.ball_points)])
     return {"value": float(norms.max()), "max": float(norms.max()), "mean": float(norms.mean())}
 
@@ -651,10 +618,6 @@ def _measure_ntk_change(net: CompiledNet, seed: int, options: Options) -> dict[s
         "min_eig_change": abs(minT - min0) / abs(min0) if min0 != 0.0 else math.inf,
         "eta": result.eta,
     }
-
-
-def _lanczos_start(net: CompiledNet, seed: int) -> np.ndarray:
-    return generator(seed, "lanczos").standard_normal(net.n_params)
 
 
 _MEASURES = {

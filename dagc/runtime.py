@@ -147,6 +147,22 @@ class CompiledNet:
             raise DagcError(f"out: expected a contiguous float64 array of shape ({self.n_params},)")
         return self.module.hvp(self._w(w), x, v, int(output), out, *self._args)
 
+    def factored_hessian(self, w: np.ndarray, X: np.ndarray,
+                         outputs: np.ndarray | None = None) -> FactoredHessian:
+        """The Hessians of output ``outputs[i]`` (default 0) at the inputs ``X[i]`` (n, n_in),
+        as one batched operator on the coordinates where they act (see `FactoredHessian`)."""
+        X = self._batch(X, "X")
+        if outputs is None:
+            outputs = np.zeros(len(X), np.int64)
+        if not (isinstance(outputs, np.ndarray) and outputs.shape == (len(X),)
+                and np.issubdtype(outputs.dtype, np.integer)) \
+                or np.any(outputs < 0) or np.any(outputs >= self.n_out):
+            raise DagcError(f"outputs: expected an integer array of shape ({len(X)},) with "
+                            f"values in [0, {self.n_out})")
+        w = self._w(w)
+        state = self.module.hessian_state(w, X, outputs.astype(np.int64), *self._args)
+        return FactoredHessian(self, w, state)
+
     def ntk(self, w: np.ndarray, X1: np.ndarray, X2: np.ndarray | None = None) -> np.ndarray:
         """Empirical NTK: (n1, n2) for one output, else (n1, n2, n_out, n_out)."""
         X1 = self._batch(X1, "X1")
@@ -174,6 +190,41 @@ class CompiledNet:
         if X.shape[1] != self.n_in or X.shape[0] == 0:
             raise DagcError(f"{name}: expected shape (n, {self.n_in}) with n >= 1, got {X.shape}")
         return X
+
+
+class FactoredHessian:
+    """Hessians of a network with respect to its weights, one per row, in factored coordinates.
+
+    The Hessian piece of a connection A -> B is tg_B a_A^T + g_B t_A^T, where a_A and the
+    adjoint g_B are fixed by the point (w, x, output) and only tg_B, t_A depend on the vector
+    v: every H v, and so every eigenvector with a nonzero eigenvalue, is U c for coordinates
+    c = (p_B for every block, q_A for every block that feeds a connection). These are
+    r = `size` numbers instead of P (a few per neuron instead of one per edge).
+
+    `apply(C)` maps the coordinates C (rows, r) of v = U C to those of H v, HC, and also
+    returns GC = U^T U C, the Gram matrix applied to C, so that |v|^2 = C . GC: a Krylov method
+    on (HC, GC) works in r dimensions and reads each weight matrix twice per step, with every
+    row of a batch sharing the reads. HC is self-adjoint for the inner product C . GC.
+    """
+
+    def __init__(self, net: CompiledNet, w: np.ndarray, state: tuple):
+        self.net = net
+        self.rows = len(state[0])
+        self.size = sum(block.size for _, block in net.ir.factored_blocks)
+        self._w = w
+        self._state = state
+
+    def apply(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(HC, GC) for coordinates C (rows, size), one Hessian per row."""
+        C = _float_array(C, "C", 2)
+        if C.shape != (self.rows, self.size):
+            raise DagcError(f"C: expected shape {(self.rows, self.size)}, got {C.shape}")
+        return self.net.module.hvp_factored(self._w, self._state, C, *self.net._args)
+
+    def select(self, rows: np.ndarray) -> FactoredHessian:
+        """The operator of a subset of the rows (a Krylov method drops converged ones)."""
+        return FactoredHessian(self.net, self._w,
+                               tuple(np.ascontiguousarray(a[rows]) for a in self._state))
 
 
 def _float_array(value, name: str, ndim: int) -> np.ndarray:

@@ -273,7 +273,8 @@ def test_graph_file_neuron_names_never_reach_the_code(tmp_path, monkeypatch):
 
 
 def run_all(net, seed=0):
-    """forward, vjp, jacobian, hvp and ntk of a small net at fixed random arguments."""
+    """forward, vjp, jacobian, hvp, factored HVP and ntk of a small net at fixed random
+    arguments."""
     rng = np.random.default_rng(seed)
     w = net.init(seed)
     X = rng.standard_normal((3, net.n_in))
@@ -281,7 +282,12 @@ def run_all(net, seed=0):
     v = rng.standard_normal(net.n_params)
     return {"forward": net.forward(w, X), "vjp": net.vjp(w, X, C),
             "jacobian": net.jacobian(w, X), "hvp": net.hvp(w, X[0], v, output=1),
-            "ntk": net.ntk(w, X)}
+            "ntk": net.ntk(w, X), "factored": _factored(net, w, X, rng)}
+
+
+def _factored(net, w, X, rng):
+    operator = net.factored_hessian(w, X, np.arange(len(X)) % net.n_out)
+    return np.concatenate(operator.apply(rng.standard_normal((len(X), operator.size))))
 
 
 def compile_doc(tmp_path, doc, jit=False, stem="arch"):

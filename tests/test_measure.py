@@ -98,19 +98,69 @@ def test_hessian_closed_form(tiny):
         assert M.hessian_norm(tiny, w, x, tol=1e-12) == pytest.approx(exact, rel=1e-10)
 
 
+class _Diagonal:
+    """Rows of diagonal operators, self-adjoint in the inner product x . (weights * y)."""
+
+    def __init__(self, diagonals, weights):
+        self.diagonals, self.weights = diagonals, weights
+
+    def apply(self, C):
+        return self.diagonals * C, self.weights * C
+
+    def select(self, keep):
+        return _Diagonal(self.diagonals[keep], self.weights[keep])
+
+
 def test_lanczos_finds_the_larger_end_of_a_plus_minus_pair():
     # A +/- pair 1e-4 apart and the larger one negative: power iteration's rate would be
-    # 0.9999; Lanczos must return |-1| to within tol.
+    # 0.9999; Lanczos must return |-1| to within tol. Row 1: the same spectrum scaled by 3
+    # in a weighted inner product (a diagonal operator is self-adjoint in any diagonal one).
+    # Row 2: the zero operator.
     rng = np.random.default_rng(0)
     diagonal = np.concatenate([[-1.0, 0.9999], rng.uniform(-0.5, 0.5, 998)])
+    diagonals = np.array([diagonal, 3 * diagonal, 0 * diagonal])
+    weights = np.array([np.ones(1000), rng.uniform(0.5, 2.0, 1000), np.ones(1000)])
+    start = np.tile(rng.standard_normal(1000), (3, 1))
+    norms = M.lanczos_norms(_Diagonal(diagonals, weights), start, 1e-8)
+    np.testing.assert_allclose(norms, [1.0, 3.0, 0.0], rtol=1e-8)
 
-    def apply(v, out):
-        np.multiply(diagonal, v, out=out)
-        return out
 
-    buffers = tuple(np.empty(1000) for _ in range(3))
-    value = M._lanczos_norm(apply, rng.standard_normal(1000), 1e-8, buffers)
-    assert value == pytest.approx(1.0, rel=1e-8)
+@pytest.mark.parametrize("arch", ["densenet3", "resnet3", "sparse3", "randdag", "two_outputs"])
+def test_factored_hessian_has_the_nonzero_spectrum_of_the_hessian(arch, two_outputs):
+    # The operator on coordinates, assembled column by column, against the dense Hessian:
+    # G T is symmetric (T is self-adjoint for C . G C), G = U^T U is positive semidefinite,
+    # and the pencil (G T, G) on the range of G has exactly the nonzero eigenvalues of H.
+    net = two_outputs if arch == "two_outputs" else dagc.compile(arch, width=8)
+    w = net.init(2)
+    X = M.sweep_inputs(net, 2, 2)
+    outputs = np.array([0, net.n_out - 1])
+    operator = net.factored_hessian(w, X, outputs)
+    assert operator.size < net.n_params
+    for row in range(2):
+        columns = np.zeros((operator.size, 2, operator.size))
+        columns[:, row, :] = np.eye(operator.size)
+        T, G = (np.array(part)[:, row, :].T
+                for part in zip(*(operator.apply(c) for c in columns), strict=True))
+        A = G @ T
+        np.testing.assert_allclose(A, A.T, rtol=0, atol=1e-13 * np.abs(A).max())
+        gram, basis = np.linalg.eigh(G)
+        assert gram.min() > -1e-12 * gram.max()
+        basis = basis[:, gram > 1e-10 * gram.max()] / np.sqrt(gram[gram > 1e-10 * gram.max()])
+        factored = np.linalg.eigvalsh(basis.T @ A @ basis)
+        dense = np.linalg.eigvalsh(M.dense_hessian(net, w, X[row], int(outputs[row])))
+        scale = np.abs(dense).max()
+        assert scale > 0
+        factored, dense = (np.sort(v[np.abs(v) > 1e-9 * scale]) for v in (factored, dense))
+        np.testing.assert_allclose(factored, dense, rtol=0, atol=1e-12 * scale)
+
+
+def test_batched_norms_are_the_single_norms(mlp3_small):
+    # Rows are independent: a batch of inputs and outputs gives each row's own norm.
+    w = mlp3_small.init(4)
+    X = M.sweep_inputs(mlp3_small, 4, 5)
+    batched = M.hessian_norms(mlp3_small, w, X, tol=1e-12)
+    single = [M.hessian_norm(mlp3_small, w, x, tol=1e-12) for x in X]
+    np.testing.assert_allclose(batched[:, 0], single, rtol=1e-11)
 
 
 def test_linear_model_has_zero_hessian():
@@ -311,5 +361,10 @@ def test_measure_argument_errors(mlp3_small):
         M.hessian_norm(mlp3_small, w, np.ones(16), output=1)
     with pytest.raises(DagcError, match="x"):
         M.hessian_norm(mlp3_small, w, np.ones(15))
-    with pytest.raises(DagcError, match="v0"):
-        M.hessian_norm(mlp3_small, w, np.ones(16), v0=np.zeros(mlp3_small.n_params))
+    with pytest.raises(DagcError, match="seed"):
+        M.hessian_norm(mlp3_small, w, np.ones(16), seed=-1)
+    with pytest.raises(DagcError, match="outputs"):
+        mlp3_small.factored_hessian(w, np.ones((2, 16)), np.array([0, 1]))
+    operator = mlp3_small.factored_hessian(w, np.ones((2, 16)))
+    with pytest.raises(DagcError, match="C: expected shape"):
+        operator.apply(np.ones((1, operator.size)))

@@ -179,6 +179,63 @@ def csr_ntk(K, g1, a1, g2, a2, ptr, idx):
 
 
 @njit(cache=True, error_model="numpy")
+def csr_factored_tangent(tz, gp, w, ptr, idx, a, t, p, g, q):
+    """Factored HVP forward for a batch: tz += W t, and gp += V a for the tangent weights
+    V[e] = p[:, j] a[:, idx[e]] + g[:, j] q[:, idx[e]] of row j's entries (as csr_matvec)."""
+    aT = np.ascontiguousarray(a.T)
+    tT = np.ascontiguousarray(t.T)
+    qT = np.ascontiguousarray(q.T)
+    pT = np.ascontiguousarray(p.T)
+    gT = np.ascontiguousarray(g.T)
+    tzT = np.zeros((tz.shape[1], tz.shape[0]))
+    gpT = np.zeros((gp.shape[1], gp.shape[0]))
+    for j in range(tzT.shape[0]):
+        tzj = tzT[j]
+        gpj = gpT[j]
+        pj = pT[j]
+        gj = gT[j]
+        for e in range(ptr[j], ptr[j + 1]):
+            we = w[e]
+            ai = aT[idx[e]]
+            ti = tT[idx[e]]
+            qi = qT[idx[e]]
+            for s in range(tzj.size):
+                tzj[s] += we * ti[s]
+                gpj[s] += (pj[s] * ai[s] + gj[s] * qi[s]) * ai[s]
+    tz += tzT.T
+    gp += gpT.T
+
+
+@njit(cache=True, error_model="numpy")
+def csr_factored_adjoint(tda, gq, w, ptr, idx, tg, g, p, a, q):
+    """Factored HVP backward for a batch: with V as in csr_factored_tangent,
+    tda += W^T tg + V^T g and gq += V^T g."""
+    aT = np.ascontiguousarray(a.T)
+    qT = np.ascontiguousarray(q.T)
+    pT = np.ascontiguousarray(p.T)
+    gT = np.ascontiguousarray(g.T)
+    tgT = np.ascontiguousarray(tg.T)
+    tdaT = np.zeros((tda.shape[1], tda.shape[0]))
+    gqT = np.zeros((gq.shape[1], gq.shape[0]))
+    for j in range(pT.shape[0]):
+        pj = pT[j]
+        gj = gT[j]
+        tgj = tgT[j]
+        for e in range(ptr[j], ptr[j + 1]):
+            we = w[e]
+            ai = aT[idx[e]]
+            qi = qT[idx[e]]
+            tdai = tdaT[idx[e]]
+            gqi = gqT[idx[e]]
+            for s in range(pj.size):
+                vg = (pj[s] * ai[s] + gj[s] * qi[s]) * gj[s]
+                tdai[s] += we * tgj[s] + vg
+                gqi[s] += vg
+    tda += tdaT.T
+    gq += gqT.T
+
+
+@njit(cache=True, error_model="numpy")
 def matrix(vec, offset, rows, cols):
     """The (rows, cols) row-major piece of a flat vector that starts at `offset`, as a view."""
     return vec[offset:offset + rows * cols].reshape((rows, cols))
@@ -346,6 +403,53 @@ def dense_outer1(out, u, v):
         row = out[j]
         for l in range(v.size):
             row[l] = c * v[l]
+
+
+@njit(cache=True, error_model="numpy")
+def dense_factored_tangent(gp, p, g, a, q):
+    """gp += V a, row by row, for the rank-two tangent weights V = p a^T + g q^T of one
+    sample: p (a . a) + g (q . a), without forming V."""
+    for i in range(a.shape[0]):
+        aa = 0.0
+        qa = 0.0
+        for l in range(a.shape[1]):
+            aa += a[i, l] * a[i, l]
+            qa += q[i, l] * a[i, l]
+        for j in range(gp.shape[1]):
+            gp[i, j] += p[i, j] * aa + g[i, j] * qa
+
+
+@njit(cache=True, error_model="numpy")
+def dense_factored_adjoint(tda, gq, p, g, a, q):
+    """V^T g = a (p . g) + q (g . g) for V = p a^T + g q^T, added to tda and to gq."""
+    for i in range(a.shape[0]):
+        pg = 0.0
+        gg = 0.0
+        for j in range(g.shape[1]):
+            pg += p[i, j] * g[i, j]
+            gg += g[i, j] * g[i, j]
+        for l in range(a.shape[1]):
+            vg = a[i, l] * pg + q[i, l] * gg
+            tda[i, l] += vg
+            gq[i, l] += vg
+
+
+@njit(cache=True, error_model="numpy")
+def columns(C, start, count):
+    """C[:, start:start + count] as a new contiguous array."""
+    out = np.empty((C.shape[0], count))
+    for i in range(C.shape[0]):
+        for j in range(count):
+            out[i, j] = C[i, start + j]
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def put_columns(C, start, x):
+    """C[:, start:start + x.shape[1]] = x."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            C[i, start + j] = x[i, j]
 
 
 @njit(cache=True, error_model="numpy")
@@ -751,6 +855,277 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     tg_h1 = adjoint_tangent(tda_h1, da_h1, d1_h1, d2_h1, tz_h1, s_h1)
     csr_hvp_rows(H0_x_h1, da_x[0], tda_x[0], W0_x_h1, V0_x_h1, ptr0_x_h1, idx0_x_h1, g_h1[0], tg_h1[0], a_x[0], t_x[0])
     return out
+
+
+
+@njit(cache=True, error_model="numpy")
+def hessian_state(w, X, outputs, sizes, scales, indptrs, indices):
+    """The point the factored HVP works at, one row per Hessian: row i is the network at
+    X[i], differentiated for output outputs[i] (a forward and a backward sweep)."""
+    # block sizes
+    n_x = sizes[0]
+    n_h1 = sizes[1]
+    n_h2 = sizes[2]
+    n_h3 = sizes[3]
+    n_out = sizes[4]
+    # per-neuron scales 1/sqrt(in-degree)
+    s_h1 = scales[0]
+    s_h2 = scales[1]
+    s_h3 = scales[2]
+    s_out = scales[3]
+    # sparse connections: CSR rows over the destination's neurons
+    ptr0_x_h1 = indptrs[0]
+    idx0_x_h1 = indices[0]
+    ptr1_x_h2 = indptrs[1]
+    idx1_x_h2 = indices[1]
+    ptr2_h1_h2 = indptrs[2]
+    idx2_h1_h2 = indices[2]
+    ptr3_x_h3 = indptrs[3]
+    idx3_x_h3 = indices[3]
+    ptr4_h1_h3 = indptrs[4]
+    idx4_h1_h3 = indices[4]
+    ptr5_h2_h3 = indptrs[5]
+    idx5_h2_h3 = indices[5]
+    ptr6_x_out = indptrs[6]
+    idx6_x_out = indices[6]
+    ptr7_h1_out = indptrs[7]
+    idx7_h1_out = indices[7]
+    ptr8_h2_out = indptrs[8]
+    idx8_h2_out = indices[8]
+    ptr9_h3_out = indptrs[9]
+    idx9_h3_out = indices[9]
+    # offsets of the parameter pieces, in layout order
+    o0_x_h1 = 0
+    o1_x_h2 = o0_x_h1 + idx0_x_h1.size
+    o2_h1_h2 = o1_x_h2 + idx1_x_h2.size
+    o3_x_h3 = o2_h1_h2 + idx2_h1_h2.size
+    o4_h1_h3 = o3_x_h3 + idx3_x_h3.size
+    o5_h2_h3 = o4_h1_h3 + idx4_h1_h3.size
+    o6_x_out = o5_h2_h3 + idx5_h2_h3.size
+    o7_h1_out = o6_x_out + idx6_x_out.size
+    o8_h2_out = o7_h1_out + idx7_h1_out.size
+    o9_h3_out = o8_h2_out + idx8_h2_out.size
+    W0_x_h1 = w[o0_x_h1:o0_x_h1 + idx0_x_h1.size]
+    W1_x_h2 = w[o1_x_h2:o1_x_h2 + idx1_x_h2.size]
+    W2_h1_h2 = w[o2_h1_h2:o2_h1_h2 + idx2_h1_h2.size]
+    W3_x_h3 = w[o3_x_h3:o3_x_h3 + idx3_x_h3.size]
+    W4_h1_h3 = w[o4_h1_h3:o4_h1_h3 + idx4_h1_h3.size]
+    W5_h2_h3 = w[o5_h2_h3:o5_h2_h3 + idx5_h2_h3.size]
+    W6_x_out = w[o6_x_out:o6_x_out + idx6_x_out.size]
+    W7_h1_out = w[o7_h1_out:o7_h1_out + idx7_h1_out.size]
+    W8_h2_out = w[o8_h2_out:o8_h2_out + idx8_h2_out.size]
+    W9_h3_out = w[o9_h3_out:o9_h3_out + idx9_h3_out.size]
+    n = X.shape[0]
+    a_x = X
+    # h1 = tanh(s * (W x (sparse)))
+    z_h1 = np.zeros((n, n_h1))
+    csr_matvec(z_h1, a_x, W0_x_h1, ptr0_x_h1, idx0_x_h1)
+    scale_rows(z_h1, s_h1)
+    a_h1, d1_h1, d2_h1 = tanh_second(z_h1)
+    # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
+    z_h2 = np.zeros((n, n_h2))
+    csr_matvec(z_h2, a_x, W1_x_h2, ptr1_x_h2, idx1_x_h2)
+    csr_matvec(z_h2, a_h1, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
+    scale_rows(z_h2, s_h2)
+    a_h2, d1_h2, d2_h2 = tanh_second(z_h2)
+    # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
+    z_h3 = np.zeros((n, n_h3))
+    csr_matvec(z_h3, a_x, W3_x_h3, ptr3_x_h3, idx3_x_h3)
+    csr_matvec(z_h3, a_h1, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
+    csr_matvec(z_h3, a_h2, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
+    scale_rows(z_h3, s_h3)
+    a_h3, d1_h3, d2_h3 = tanh_second(z_h3)
+    # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
+    z_out = np.zeros((n, n_out))
+    csr_matvec(z_out, a_x, W6_x_out, ptr6_x_out, idx6_x_out)
+    csr_matvec(z_out, a_h1, W7_h1_out, ptr7_h1_out, idx7_h1_out)
+    csr_matvec(z_out, a_h2, W8_h2_out, ptr8_h2_out, idx8_h2_out)
+    csr_matvec(z_out, a_h3, W9_h3_out, ptr9_h3_out, idx9_h3_out)
+    scale_rows(z_out, s_out)
+    a_out = z_out
+    # backward sweep, from one-hot adjoints of the outputs
+    da_h1 = np.zeros((n, n_h1))
+    da_h2 = np.zeros((n, n_h2))
+    da_h3 = np.zeros((n, n_h3))
+    da_out = np.zeros((n, n_out))
+    for i in range(n):
+        if outputs[i] < n_out:
+            da_out[i, outputs[i]] = 1.0
+    # out
+    g_out = da_out.copy()
+    scale_rows(g_out, s_out)
+    csr_backprop(da_h1, g_out, W7_h1_out, ptr7_h1_out, idx7_h1_out)
+    csr_backprop(da_h2, g_out, W8_h2_out, ptr8_h2_out, idx8_h2_out)
+    csr_backprop(da_h3, g_out, W9_h3_out, ptr9_h3_out, idx9_h3_out)
+    # h3
+    g_h3 = adjoint(da_h3, d1_h3, s_h3)
+    csr_backprop(da_h1, g_h3, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
+    csr_backprop(da_h2, g_h3, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
+    # h2
+    g_h2 = adjoint(da_h2, d1_h2, s_h2)
+    csr_backprop(da_h1, g_h2, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
+    # h1
+    g_h1 = adjoint(da_h1, d1_h1, s_h1)
+    return (a_x, a_h1, a_h2, a_h3, a_out, d1_h1, d2_h1, da_h1, g_h1, d1_h2, d2_h2, da_h2, g_h2, d1_h3, d2_h3, da_h3, g_h3, da_out, g_out)
+
+
+@njit(cache=True, error_model="numpy")
+def hvp_factored(w, state, C, sizes, scales, indptrs, indices):
+    """The HVP in the coordinates where a network's Hessian acts; one row per Hessian.
+
+    The Hessian piece of a connection A -> B is tg_B a_A^T + g_B t_A^T (and tg_B for a bias),
+    so every H v is U(p, q): p_B = tg_B for every block B, q_A = t_A for every block A that
+    feeds a connection, with a_A and g_B taken at the point (`state`). Given coordinates C
+    (n, r) of v = U(p, q), this returns the coordinates HC of H v, one forward and one
+    backward sweep reading each W once, and GC = U^T U C, so that a Krylov method on the
+    r << P coordinates can measure lengths: |v|^2 = C . GC.
+    """
+    # block sizes
+    n_x = sizes[0]
+    n_h1 = sizes[1]
+    n_h2 = sizes[2]
+    n_h3 = sizes[3]
+    n_out = sizes[4]
+    # per-neuron scales 1/sqrt(in-degree)
+    s_h1 = scales[0]
+    s_h2 = scales[1]
+    s_h3 = scales[2]
+    s_out = scales[3]
+    # sparse connections: CSR rows over the destination's neurons
+    ptr0_x_h1 = indptrs[0]
+    idx0_x_h1 = indices[0]
+    ptr1_x_h2 = indptrs[1]
+    idx1_x_h2 = indices[1]
+    ptr2_h1_h2 = indptrs[2]
+    idx2_h1_h2 = indices[2]
+    ptr3_x_h3 = indptrs[3]
+    idx3_x_h3 = indices[3]
+    ptr4_h1_h3 = indptrs[4]
+    idx4_h1_h3 = indices[4]
+    ptr5_h2_h3 = indptrs[5]
+    idx5_h2_h3 = indices[5]
+    ptr6_x_out = indptrs[6]
+    idx6_x_out = indices[6]
+    ptr7_h1_out = indptrs[7]
+    idx7_h1_out = indices[7]
+    ptr8_h2_out = indptrs[8]
+    idx8_h2_out = indices[8]
+    ptr9_h3_out = indptrs[9]
+    idx9_h3_out = indices[9]
+    # offsets of the parameter pieces, in layout order
+    o0_x_h1 = 0
+    o1_x_h2 = o0_x_h1 + idx0_x_h1.size
+    o2_h1_h2 = o1_x_h2 + idx1_x_h2.size
+    o3_x_h3 = o2_h1_h2 + idx2_h1_h2.size
+    o4_h1_h3 = o3_x_h3 + idx3_x_h3.size
+    o5_h2_h3 = o4_h1_h3 + idx4_h1_h3.size
+    o6_x_out = o5_h2_h3 + idx5_h2_h3.size
+    o7_h1_out = o6_x_out + idx6_x_out.size
+    o8_h2_out = o7_h1_out + idx7_h1_out.size
+    o9_h3_out = o8_h2_out + idx8_h2_out.size
+    W0_x_h1 = w[o0_x_h1:o0_x_h1 + idx0_x_h1.size]
+    W1_x_h2 = w[o1_x_h2:o1_x_h2 + idx1_x_h2.size]
+    W2_h1_h2 = w[o2_h1_h2:o2_h1_h2 + idx2_h1_h2.size]
+    W3_x_h3 = w[o3_x_h3:o3_x_h3 + idx3_x_h3.size]
+    W4_h1_h3 = w[o4_h1_h3:o4_h1_h3 + idx4_h1_h3.size]
+    W5_h2_h3 = w[o5_h2_h3:o5_h2_h3 + idx5_h2_h3.size]
+    W6_x_out = w[o6_x_out:o6_x_out + idx6_x_out.size]
+    W7_h1_out = w[o7_h1_out:o7_h1_out + idx7_h1_out.size]
+    W8_h2_out = w[o8_h2_out:o8_h2_out + idx8_h2_out.size]
+    W9_h3_out = w[o9_h3_out:o9_h3_out + idx9_h3_out.size]
+    a_x, a_h1, a_h2, a_h3, a_out, d1_h1, d2_h1, da_h1, g_h1, d1_h2, d2_h2, da_h2, g_h2, d1_h3, d2_h3, da_h3, g_h3, da_out, g_out = state
+    n = C.shape[0]
+    # where each block's coordinates start in a row of C
+    op_h1 = 0
+    op_h2 = op_h1 + n_h1
+    op_h3 = op_h2 + n_h2
+    op_out = op_h3 + n_h3
+    oq_h1 = op_out + n_out
+    oq_h2 = oq_h1 + n_h1
+    oq_h3 = oq_h2 + n_h2
+    HC = np.empty_like(C)
+    GC = np.empty_like(C)
+    t_x = np.zeros((n, n_x))
+    # forward sweep of the tangents t = (da/dw) v: tz = s (W t + V a + vb), with V a = gp
+    # h1 = tanh(s * (W x (sparse)))
+    p_h1 = columns(C, op_h1, n_h1)
+    gp_h1 = np.zeros((n, n_h1))
+    tz_h1 = np.zeros((n, n_h1))
+    csr_factored_tangent(tz_h1, gp_h1, W0_x_h1, ptr0_x_h1, idx0_x_h1, a_x, t_x, p_h1, g_h1, t_x)
+    add_to(tz_h1, gp_h1)
+    scale_rows(tz_h1, s_h1)
+    t_h1 = multiply(d1_h1, tz_h1)
+    put_columns(GC, op_h1, gp_h1)
+    q_h1 = columns(C, oq_h1, n_h1)
+    gq_h1 = np.zeros((n, n_h1))
+    put_columns(HC, oq_h1, t_h1)
+    # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
+    p_h2 = columns(C, op_h2, n_h2)
+    gp_h2 = np.zeros((n, n_h2))
+    tz_h2 = np.zeros((n, n_h2))
+    csr_factored_tangent(tz_h2, gp_h2, W1_x_h2, ptr1_x_h2, idx1_x_h2, a_x, t_x, p_h2, g_h2, t_x)
+    csr_factored_tangent(tz_h2, gp_h2, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2, a_h1, t_h1, p_h2, g_h2, q_h1)
+    add_to(tz_h2, gp_h2)
+    scale_rows(tz_h2, s_h2)
+    t_h2 = multiply(d1_h2, tz_h2)
+    put_columns(GC, op_h2, gp_h2)
+    q_h2 = columns(C, oq_h2, n_h2)
+    gq_h2 = np.zeros((n, n_h2))
+    put_columns(HC, oq_h2, t_h2)
+    # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
+    p_h3 = columns(C, op_h3, n_h3)
+    gp_h3 = np.zeros((n, n_h3))
+    tz_h3 = np.zeros((n, n_h3))
+    csr_factored_tangent(tz_h3, gp_h3, W3_x_h3, ptr3_x_h3, idx3_x_h3, a_x, t_x, p_h3, g_h3, t_x)
+    csr_factored_tangent(tz_h3, gp_h3, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3, a_h1, t_h1, p_h3, g_h3, q_h1)
+    csr_factored_tangent(tz_h3, gp_h3, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3, a_h2, t_h2, p_h3, g_h3, q_h2)
+    add_to(tz_h3, gp_h3)
+    scale_rows(tz_h3, s_h3)
+    t_h3 = multiply(d1_h3, tz_h3)
+    put_columns(GC, op_h3, gp_h3)
+    q_h3 = columns(C, oq_h3, n_h3)
+    gq_h3 = np.zeros((n, n_h3))
+    put_columns(HC, oq_h3, t_h3)
+    # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
+    p_out = columns(C, op_out, n_out)
+    gp_out = np.zeros((n, n_out))
+    tz_out = np.zeros((n, n_out))
+    csr_factored_tangent(tz_out, gp_out, W6_x_out, ptr6_x_out, idx6_x_out, a_x, t_x, p_out, g_out, t_x)
+    csr_factored_tangent(tz_out, gp_out, W7_h1_out, ptr7_h1_out, idx7_h1_out, a_h1, t_h1, p_out, g_out, q_h1)
+    csr_factored_tangent(tz_out, gp_out, W8_h2_out, ptr8_h2_out, idx8_h2_out, a_h2, t_h2, p_out, g_out, q_h2)
+    csr_factored_tangent(tz_out, gp_out, W9_h3_out, ptr9_h3_out, idx9_h3_out, a_h3, t_h3, p_out, g_out, q_h3)
+    add_to(tz_out, gp_out)
+    scale_rows(tz_out, s_out)
+    t_out = tz_out
+    put_columns(GC, op_out, gp_out)
+    # backward sweep of the adjoints' tangents tda (the outputs' adjoints are constant)
+    tda_h1 = np.zeros((n, n_h1))
+    tda_h2 = np.zeros((n, n_h2))
+    tda_h3 = np.zeros((n, n_h3))
+    tda_out = np.zeros((n, n_out))
+    # out
+    tg_out = tda_out.copy()
+    scale_rows(tg_out, s_out)
+    put_columns(HC, op_out, tg_out)
+    csr_factored_adjoint(tda_h1, gq_h1, W7_h1_out, ptr7_h1_out, idx7_h1_out, tg_out, g_out, p_out, a_h1, q_h1)
+    csr_factored_adjoint(tda_h2, gq_h2, W8_h2_out, ptr8_h2_out, idx8_h2_out, tg_out, g_out, p_out, a_h2, q_h2)
+    csr_factored_adjoint(tda_h3, gq_h3, W9_h3_out, ptr9_h3_out, idx9_h3_out, tg_out, g_out, p_out, a_h3, q_h3)
+    # h3
+    tg_h3 = adjoint_tangent(tda_h3, da_h3, d1_h3, d2_h3, tz_h3, s_h3)
+    put_columns(HC, op_h3, tg_h3)
+    csr_factored_adjoint(tda_h1, gq_h1, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3, tg_h3, g_h3, p_h3, a_h1, q_h1)
+    csr_factored_adjoint(tda_h2, gq_h2, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3, tg_h3, g_h3, p_h3, a_h2, q_h2)
+    put_columns(GC, oq_h3, gq_h3)
+    # h2
+    tg_h2 = adjoint_tangent(tda_h2, da_h2, d1_h2, d2_h2, tz_h2, s_h2)
+    put_columns(HC, op_h2, tg_h2)
+    csr_factored_adjoint(tda_h1, gq_h1, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2, tg_h2, g_h2, p_h2, a_h1, q_h1)
+    put_columns(GC, oq_h2, gq_h2)
+    # h1
+    tg_h1 = adjoint_tangent(tda_h1, da_h1, d1_h1, d2_h1, tz_h1, s_h1)
+    put_columns(HC, op_h1, tg_h1)
+    put_columns(GC, oq_h1, gq_h1)
+    return HC, GC
 
 
 @njit(cache=True, error_model="numpy")
