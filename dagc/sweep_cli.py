@@ -41,6 +41,10 @@ def add_commands(commands) -> None:
                         f"{sweep.QUICK_OPTIONS['inputs']})")
     p.add_argument("--radius", metavar="R", help="radius of the ball around w0 for "
                                                  "hessian_ball and linearization")
+    p.add_argument("--ball-points", metavar="N",
+                   help="random points w0 + R u of hessian_ball (default: measure's)")
+    p.add_argument("--directions", metavar="N",
+                   help="random directions u of linearization (default: measure's)")
     p.add_argument("--db", metavar="FILE", default=DEFAULT_DB,
                    help=f"results store (default: {DEFAULT_DB}; created if missing)")
     p.add_argument("--jobs", metavar="N", help="worker processes, each single-threaded "
@@ -85,8 +89,10 @@ def _sweep(args) -> int:
     metrics = _metrics(args.metrics) if args.metrics is not None else \
         (sweep.QUICK_METRICS if quick else DEFAULT_METRICS)
     overrides = dict(sweep.QUICK_OPTIONS) if quick else {}
-    if args.inputs is not None:
-        overrides["inputs"] = _integer(args.inputs, "--inputs", 1)
+    for name in ("inputs", "ball_points", "directions"):
+        if getattr(args, name) is not None:
+            option = "--" + name.replace("_", "-")
+            overrides[name] = _integer(getattr(args, name), option, 1)
     if args.radius is not None:
         overrides["radius"] = _positive_float(args.radius, "--radius")
     if (args.scheduler is not None or args.scheduler_file is not None) \

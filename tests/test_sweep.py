@@ -395,6 +395,17 @@ def test_cli_sweep_prints_the_report_and_writes_files(tmp_path, fake, capsys):
     assert (tmp_path / "rep" / "loglog.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_measurement_options_reach_the_stored_cells(tmp_path, fake, capsys):
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["sweep", "mlp3", "--widths", "4", "--seeds", "1", "--metrics",
+                     "hessian_ball", "--db", str(db), "--no-progress", "--inputs", "3",
+                     "--radius", "0.5", "--ball-points", "7", "--directions", "5"]) == 0
+    with Store.open(db, readonly=True) as store:
+        (row,) = store.rows()
+    assert {k: row["options"][k] for k in ("inputs", "radius", "ball_points", "directions")} \
+        == {"inputs": 3, "radius": 0.5, "ball_points": 7, "directions": 5}
+
+
 def test_cli_quick_preset(tmp_path, fake, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one job: no worker processes to start
@@ -452,6 +463,8 @@ BAD_WIDTH = textwrap.dedent("""\
     (["mlp3", "--seeds", "0"], "--seeds: must be at least 1"),
     (["mlp3", "--jobs", "0"], "--jobs: must be at least 1"),
     (["mlp3", "--radius", "-1"], "--radius: must be a positive number"),
+    (["mlp3", "--ball-points", "0"], "--ball-points: must be at least 1"),
+    (["mlp3", "--directions", "two"], "--directions: expected an integer"),
     (["nosucharch"], "no such architecture"),
     (["BAD_YAML"], "unknown source 'nowhere'"),
     (["BAD_WIDTH", "--widths", "4,16"], "fan_in"),
