@@ -9,8 +9,10 @@ client process, `sweep.run_sweep`) writes each to the results store at once: wor
 touch the store.
 
 Faults: a task whose worker dies (killed, out of memory) is rescheduled on another worker by
-Dask itself, up to the scheduler's `distributed.scheduler.allowed-failures`; after that, and
-for a task that raises, the cell becomes a 'failed' result and the sweep goes on (a rerun
+Dask itself, up to the scheduler's `distributed.scheduler.allowed-failures`, and so is a
+finished cell whose result died with its worker before the client fetched it (it is waited
+for again: see `DaskExecutor._result`); after that, and for a task that raises, the cell
+becomes a 'failed' result and the sweep goes on (a rerun
 retries it). Keys are unique per sweep, so a rerun always reruns. A client that dies takes its
 tasks with it (the scheduler releases them); the store then holds every cell finished so far
 and a rerun resumes. Numbers are the same as in a local sweep: `run_cell` pins BLAS and numba
@@ -187,6 +189,9 @@ class DaskExecutor:
                     continue
                 for future in batch:
                     result = self._result(future, by_key[future.key])
+                    if result is None:  # its result died with its worker: being recomputed
+                        pending.add(future)  # as_completed emits it again when it ends
+                        continue
                     del outstanding[future.key]
                     future.release()
                     yield result
@@ -202,12 +207,28 @@ class DaskExecutor:
                     client.unsubscribe_topic(START_TOPIC)
             self.close()
 
-    def _result(self, future, cell: Cell) -> Result:
+    def _result(self, future, cell: Cell) -> Result | None:
+        """The result of the cell whose `future` as_completed emitted, or None if the future
+        is not done after all and must be waited for again.
+
+        as_completed emits a future once, when its done event is first set. If the worker
+        holding the finished result then dies before we fetch it, the scheduler sends the
+        client "lost-data": the future's status becomes 'lost' (not 'pending') and its event
+        is cleared, and the scheduler computes the task again (a cell's task has no
+        dependencies, so it always can). Asking such a future for its exception() would
+        wait for the recomputation and then return None (it finished): a good cell stored
+        as failed with "NoneType: None". So a 'lost' (or reset to 'pending') future goes
+        back to as_completed. That cannot wait forever: every way the task can end sets the
+        event again - finished; erred (KilledWorker once its reruns have killed too many
+        workers); cancelled (the scheduler forgot it, restarted, or we lost the connection).
+        """
         status = future.status
+        if status in ("lost", "pending"):
+            return None
         if status == "finished":
-            try:
+            try:  # a result lost during the fetch: result() itself waits for its recomputation
                 result, worker = future.result()
-            except Exception as err:  # noqa: BLE001 - lost with its worker and not recomputed
+            except Exception as err:  # noqa: BLE001 - its recomputation failed or was dropped
                 return self._failed(cell, f"could not fetch the result from the cluster "
                                           f"({_one_line(err)})")
             self.counts[worker or "?"] += 1
@@ -215,10 +236,23 @@ class DaskExecutor:
             if result.status != "ok":
                 self.failed += 1
             return result
+        if status == "cancelled":
+            try:
+                future.result()  # raises the FutureCancelledError saying why
+            except Exception as err:  # noqa: BLE001
+                reason = str(getattr(err, "reason", "") or _one_line(err))
+            else:  # pragma: no cover - a cancelled future has no result
+                reason = "unknown"
+            if (reason != "scheduler-connection-lost"
+                    and self.client.status in ("running", "connecting")):
+                # the scheduler dropped the task (forgot it, restarted): this cell fails
+                return self._failed(cell, f"the Dask scheduler dropped this cell's task "
+                                          f"({reason})")
         if status == "cancelled" or self.client.status not in ("running", "connecting"):
             raise DagcError(f"lost the connection to the Dask scheduler at {self.address}; "
                             "the finished cells are in the store: run the same command again "
                             "to resume")
+        # 'error' is all that is left, and final: exception() returns at once
         try:
             err = future.exception()
         except Exception as other:  # noqa: BLE001

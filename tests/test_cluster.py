@@ -30,6 +30,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -280,6 +281,84 @@ def test_a_cell_that_kills_every_worker_fails_and_the_sweep_goes_on(env):
     assert by_seed[1]["status"] == "ok"
     assert by_seed[1]["value"] == env.reference[cells[1].key][1]
     wait_for_workers(env.client)
+
+
+def _holders(key, dask_scheduler=None) -> list[str]:  # the workers holding key's result
+    ts = dask_scheduler.tasks.get(key)
+    return sorted(ws.address for ws in ts.who_has or ()) if ts is not None else []
+
+
+def test_a_finished_cell_whose_worker_dies_before_its_result_is_fetched_is_recomputed(env):
+    """The worker holding a finished cell's result dies before the client fetched it: the
+    client's future goes from 'finished' to 'lost', Dask recomputes the task elsewhere, and
+    the cell is stored once, ok, with the same numbers (not failed with "NoneType: None")."""
+    wait_for_workers(env.client)
+    cells = plan(widths=WIDTHS[:1], metrics=("gradient",))
+    executor = cluster.dask_executor(env.address, fn=slow_run_cell)  # a rerun takes 0.4 s
+    seen = {}
+
+    def losing(cells, on_start=None):
+        for i, result in enumerate(executor(cells, on_start)):
+            if i == 0:  # hold the first result while the other cell finishes, then kill
+                key = next(k for k, c in executor.keys.items() if c.key != result.cell.key)
+                state = executor.client.futures[key]  # this client's view of that task
+                deadline = time.monotonic() + 60
+                while state.status != "finished" or not env.client.run_on_scheduler(
+                        _holders, key):
+                    assert time.monotonic() < deadline, f"{key} never finished"
+                    time.sleep(0.01)
+                address = env.client.run_on_scheduler(_holders, key)[0]
+                os.kill(pids(env.client)[address], signal.SIGKILL)
+                while state.status == "finished":
+                    assert time.monotonic() < deadline, "the client never heard of the loss"
+                    time.sleep(0.005)
+                seen.update(key=key, address=address, status=state.status)
+            yield result
+
+    outcome, rows = run(cells, env.root / "lost.sqlite", losing)
+    assert seen["status"] == "lost"
+    assert outcome.ran == 2 and not outcome.failed, [r.error for r in outcome.failed]
+    assert numbers(rows) == {cell.key: env.reference[cell.key] for cell in cells}
+    assert executor.where[executor.keys[seen["key"]].key] != seen["address"]
+    assert executor.restarted == 1  # the lost cell ran twice
+    wait_for_workers(env.client)
+
+
+class FakeFuture:
+    def __init__(self, status, error=None):
+        self.status, self.error = status, error
+
+    def result(self):
+        raise self.error
+
+    def exception(self):
+        return self.error
+
+
+def test_how_each_future_status_becomes_a_result():
+    executor = object.__new__(cluster.DaskExecutor)  # no cluster: only `_result`
+    executor.client = SimpleNamespace(status="running")
+    executor.address, executor.counts, executor.failed = "tcp://127.0.0.1:1", Counter(), 0
+    executor.where = {}
+    cell = plan(widths=WIDTHS[:1], seeds=1, metrics=("gradient",))[0]
+    cancelled = distributed.client.FutureCancelledError
+
+    for status in ("lost", "pending"):  # not done after all: waited for again
+        assert executor._result(FakeFuture(status), cell) is None
+    forgotten = FakeFuture("cancelled", cancelled("k", "already forgotten"))
+    result = executor._result(forgotten, cell)
+    assert result.status == "failed" and "dropped this cell's task (already forgotten)" \
+        in result.error
+    raised = FakeFuture("error", ValueError("bad"))
+    assert executor._result(raised, cell).error == "ValueError: bad"
+    assert executor.failed == 2
+
+    disconnected = FakeFuture("cancelled", cancelled("k", "scheduler-connection-lost"))
+    with pytest.raises(DagcError, match="lost the connection to the Dask scheduler"):
+        executor._result(disconnected, cell)
+    executor.client.status = "closed"
+    with pytest.raises(DagcError, match="lost the connection to the Dask scheduler"):
+        executor._result(raised, cell)
 
 
 # --- the command line ------------------------------------------------------------------------
