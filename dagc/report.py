@@ -279,7 +279,7 @@ def write_plot(summaries: Sequence[Summary], path: str | Path) -> Path:
     metrics = sorted({s.metric for s in summaries}, key=lambda m: (order.get(m, 99), m))
     columns = min(3, max(1, len(metrics)))
     rows = max(1, math.ceil(len(metrics) / columns))
-    figure = Figure(figsize=(5.2 * columns, 4.2 * rows), layout="constrained")
+    figure = Figure(figsize=(5.6 * columns, 5.4 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     names: dict[str, set] = {}
     for s in summaries:
@@ -318,7 +318,9 @@ def write_plot(summaries: Sequence[Summary], path: str | Path) -> Path:
             axes.plot(ref, y0 * (ref / w0) ** -0.5, "k--", lw=1, label=r"width$^{-1/2}$")
             axes.set_xticks(all_w, [str(w) for w in all_w], minor=False)
             axes.set_xticks([], minor=True)
-            axes.legend(fontsize="small")
+            # below the panel, so that no entry hides a data point
+            axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.13),
+                        ncols=2, frameon=False)
     figure.savefig(path, dpi=120)
     return path
 
