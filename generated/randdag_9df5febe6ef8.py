@@ -997,9 +997,9 @@ def hvp_factored(w, state, C, sizes, scales, indptrs, indices):
     The Hessian piece of a connection A -> B is tg_B a_A^T + g_B t_A^T (and tg_B for a bias),
     so every H v is U(p, q): p_B = tg_B for every block B, q_A = t_A for every block A that
     feeds a connection, with a_A and g_B taken at the point (`state`). Given coordinates C
-    (n, r) of v = U(p, q), this returns the coordinates HC of H v, one forward and one
-    backward sweep reading each W once, and GC = U^T U C, so that a Krylov method on the
-    r << P coordinates can measure lengths: |v|^2 = C . GC.
+    (n, r) of v = U(p, q), this returns the coordinates HC of H v (a forward and a backward
+    sweep, each reading every W once for all rows) and GC = U^T U C, so that a Krylov method
+    on the r << P coordinates can measure lengths: |v|^2 = C . GC.
     """
     # block sizes
     n_x = sizes[0]
