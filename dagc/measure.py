@@ -187,7 +187,7 @@ def measure(net: CompiledNet, metric: str, seed: int,
     Returns a dict of floats whose ``"value"`` is the statistic fitted against width:
 
     - ``hessian``: mean over inputs and outputs of the Hessian spectral norm ||H_f(w0; x)||
-      (Lanczos on the HVP); extras ``mean`` (= value) and ``max``.
+      (Lanczos, see `hessian_norms`); extras ``mean`` (= value) and ``max``.
     - ``hessian_ball``: max of ||H_f(w; x)|| over ``ball_points`` random w = w0 + R u with
       ||u|| = 1, and over inputs and outputs; extras ``max`` (= value) and ``mean``.
     - ``gradient``: mean of ||grad_w f(w0; x)||; extras ``mean`` (= value), ``max``.
