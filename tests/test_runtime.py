@@ -90,3 +90,28 @@ def test_tanh_is_within_one_ulp_of_the_exact_value(jit):
     ulps = np.abs(got - exact) / np.spacing(np.abs(exact))
     assert ulps.max() <= 1.0
     assert np.array_equal(np.signbit(module.tanh_value(np.array([-0.0, 0.0]))), [True, False])
+
+
+@pytest.mark.parametrize("fan_in", [1, 3, 6, 9])
+def test_csr_kernels_match_a_dense_reference_on_ragged_rows(fan_in):
+    # Rows of 0..fan_in+3 entries: every tail length of the four-entry unrolling, and patterns
+    # on both sides of csr_grad's switch to dense products (at 1/5 of the pattern set).
+    module = dagc.compile("sparse3", width=8).module
+    rng = np.random.default_rng(fan_in)
+    n_src, n_dst, n = 12, 70, 5
+    rows = [np.sort(rng.choice(n_src, rng.integers(0, fan_in + 4), replace=False))
+            for _ in range(n_dst)]
+    ptr = np.concatenate([[0], np.cumsum([r.size for r in rows])]).astype(np.int64)
+    idx = np.concatenate(rows).astype(np.uint32)
+    w = rng.standard_normal(idx.size)
+    dense = np.zeros((n_dst, n_src))
+    dense[np.repeat(np.arange(n_dst), np.diff(ptr)), idx] = w
+    a, g = rng.standard_normal((n, n_src)), rng.standard_normal((n, n_dst))
+    z = np.ones((n, n_dst))
+    module.csr_matvec(z, a, w, ptr, idx)
+    np.testing.assert_allclose(z, 1 + a @ dense.T, rtol=1e-13, atol=1e-13)
+    expected = (g.T @ a)[np.repeat(np.arange(n_dst), np.diff(ptr)), idx]
+    for grad in (module.csr_grad, module.csr_grad_dense, module.csr_grad_sparse):
+        out = np.full(idx.size, np.nan)
+        grad(out, g, a, ptr, idx)
+        np.testing.assert_allclose(out, expected, rtol=1e-13, atol=1e-13, err_msg=str(grad))
