@@ -91,7 +91,9 @@ class CompiledNet:
             tuple(1.0 / np.sqrt(b.in_degree.astype(np.float64)) for b in ir.blocks
                   if not b.is_input),
             tuple(c.indptr for c in sparse),
-            tuple(c.indices for c in sparse),
+            # Unsigned 32-bit sources: half the index traffic, and no negative-index
+            # wraparound test on every gather and scatter of the CSR kernels.
+            tuple(c.indices.astype(np.uint32) for c in sparse),
         )
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ Blocks in topological order:
 Every pass takes the flat parameter vector w (layout: `CompiledNet.layout`) and, last, the
 run-time description of the network: `sizes` (int64, one per block in the order above),
 `scales` (one float64 array 1/sqrt(in-degree) per non-input block) and, per sparse
-connection, its CSR `indptrs` and `indices`. Sizes are arguments, so one compiled module
+connection, its CSR `indptrs` (int64) and `indices` (uint32). Sizes are arguments, so one compiled module
 serves every width. Activations are (samples, neurons) arrays.
 """
 
