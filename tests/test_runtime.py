@@ -81,7 +81,8 @@ def test_tanh_is_within_one_ulp_of_the_exact_value(jit):
     module = dagc.compile("densenet3", width=8, jit=jit).module
     rng = np.random.default_rng(0)
     t = np.concatenate([10.0 ** rng.uniform(-300, -1, 300), rng.uniform(0, 0.7, 1500),
-                        0.625 + rng.uniform(-1e-9, 1e-9, 200), rng.uniform(0.7, 25, 1500),
+                        0.625 + rng.uniform(-1e-9, 1e-9, 200), rng.uniform(0.625, 2, 3000),
+                        rng.uniform(0.7, 25, 1500),
                         [0.0, 0.625, 19.0, 40.0, 1e300]])
     t = np.concatenate([t, -t])
     with mpmath.workdps(60):
@@ -90,6 +91,8 @@ def test_tanh_is_within_one_ulp_of_the_exact_value(jit):
     ulps = np.abs(got - exact) / np.spacing(np.abs(exact))
     assert ulps.max() <= 1.0
     assert np.array_equal(np.signbit(module.tanh_value(np.array([-0.0, 0.0]))), [True, False])
+    special = module.tanh_value(np.array([np.nan, np.inf, -np.inf]))
+    assert np.isnan(special[0]) and np.array_equal(special[1:], [1.0, -1.0])
 
 
 @pytest.mark.parametrize("fan_in", [1, 3, 6, 9])
