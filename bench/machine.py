@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 
 PACKAGES = ("dagc", "numpy", "scipy", "numba", "llvmlite", "jax", "jaxlib", "torch")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS", "XLA_FLAGS", "MALLOC_MMAP_THRESHOLD_")
+# Settings that change the measured times: thread counts, the allocator, and which OpenBLAS
+# kernels run (OPENBLAS_CORETYPE=Haswell, set on some machines, keeps it off AVX-512).
+SETTING_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                     "NUMBA_NUM_THREADS", "XLA_FLAGS", "MALLOC_MMAP_THRESHOLD_",
+                     "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def cpu_model() -> str:
@@ -81,7 +84,7 @@ def info() -> dict:
         "platform": platform.platform(),
         "versions": versions(),
         "dagc_revision": dagc_revision(),
-        "environment": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
+        "environment": {k: os.environ[k] for k in SETTING_VARIABLES if k in os.environ},
     }
 
 

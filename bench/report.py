@@ -61,7 +61,8 @@ def markdown(results: dict) -> str:
     revision = m.get("dagc_revision") or {}
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     out = ["# dagc vs JAX and PyTorch (float64, CPU)", ""]
-    out += [f"- Machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
+    out += [f"- Machine: {m['cpu']}, {m['cores']} cores "
+            f"({m['cores_usable']} available to the benchmark), "
             f"{(m['memory_bytes'] or 0) / 2 ** 30:.0f} GiB; Python {m['python']}",
             f"- Versions: {versions}",
             f"- dagc commit {revision.get('commit')}"
@@ -76,7 +77,7 @@ def markdown(results: dict) -> str:
             f"better of the two ({flops:.1f} GFLOP/s, {copy:.1f} GB/s).",
             f"- Load average at start {_load(limits)}, at end {_load(results['limits_end'])}"
             " (2 cores, shared with other work: every number is noisy)",
-            f"- Thread settings: {m['environment'] or 'library defaults'}",
+            f"- Settings: {m['environment'] or 'library defaults'}",
             "- Times are medians over interleaved rounds; ratios are medians of per-round "
             "ratios dagc / peer (below 1: dagc is faster). `best` is the fastest peer variant "
             "in each round.",
