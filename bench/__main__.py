@@ -44,9 +44,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _set_threads(n: int) -> None:
     """Must run before numpy, numba, torch or jax is imported.
 
-    Also pins the process (and the probes it starts) to n CPUs: jaxlib 0.10 keeps more than
-    one core busy despite its thread flags (1.4 CPU seconds per second measured on a jitted
-    matrix product), which would compare one core of dagc with more of JAX.
+    jaxlib 0.10 keeps more than one core busy despite its thread flags (1.4 CPU seconds per
+    second measured on a jitted matrix product). The process is not pinned to one CPU to stop
+    that: pinned, JAX's threads contend for the core and its VJP took 5x longer, which would
+    flatter dagc. So JAX's times may use up to about 1.4 cores.
     """
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                  "NUMBA_NUM_THREADS"):
@@ -55,9 +56,6 @@ def _set_threads(n: int) -> None:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
                                    "intra_op_parallelism_threads=1").strip()
-    if hasattr(os, "sched_setaffinity"):
-        allowed = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, allowed[:n])
 
 
 def main(argv: list[str] | None = None) -> int:

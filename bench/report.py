@@ -62,7 +62,7 @@ def markdown(results: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     out = ["# dagc vs JAX and PyTorch (float64, CPU)", ""]
     out += [f"- Machine: {m['cpu']}, {m['cores']} cores "
-            f"({m['cores_usable']} available to the benchmark), "
+            f"({m['cores_usable']} usable), "
             f"{(m['memory_bytes'] or 0) / 2 ** 30:.0f} GiB; Python {m['python']}",
             f"- Versions: {versions}",
             f"- dagc commit {revision.get('commit')}"

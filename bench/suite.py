@@ -55,6 +55,12 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict:
         results["notes"].append(
             "neural-tangents not benchmarked: `pip install neural-tangents` pulls in TensorFlow "
             "and pins an older JAX, so the JAX NTK peer is the Jacobian contraction J J^T.")
+        from .peers import jax_peer
+
+        results["notes"].append(
+            f"JAX used {jax_peer.cores_used():.2f} CPU seconds per second on a jitted matrix "
+            "product: its times may use more than one core whatever its thread flags say (the "
+            "process is not pinned to one CPU: pinned, JAX's own threads contend for it).")
     for arch in config.archs:
         if config.compile:
             log(f"{arch}: compile time, cold and cached, in fresh processes ...")
