@@ -52,7 +52,9 @@ print(json.dumps({"Y": Y.tolist(), "module": net.module.__file__, "seconds": sec
 def run_round(arch: Path, cache: Path, sync: Path, n: int) -> list[dict]:
     """n fresh processes that compile and run `arch` at the same moment."""
     sync.mkdir()
-    env = {**os.environ, "DAGC_CACHE_DIR": str(cache)}
+    # numba's default cache location (__pycache__ beside the module), whatever the caller set
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["DAGC_CACHE_DIR"] = str(cache)
     processes = [subprocess.Popen([sys.executable, "-c", WORKER, str(arch), str(sync), str(i)],
                                   env=env, cwd=sync, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for i in range(n)]
