@@ -299,7 +299,7 @@ def _sweep_process(tmp_path, args, sleep=0.0, marker=""):
 
 def _count(db):
     try:
-        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
         try:
             return connection.execute("SELECT count(*) FROM cells").fetchone()[0]
         finally:
@@ -331,11 +331,14 @@ GRID_CELLS = dict(archs=["mlp3", "bottleneck3"], widths=(4, 8, 16), seeds=3)
 def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path, jobs, sig):
     db = tmp_path / "killed.sqlite"
     marker = uuid.uuid4().hex
+    # slow enough cells (at least 9 s in all) that a loaded machine cannot finish the sweep
+    # before the signal lands
     victim = _sweep_process(tmp_path, [*GRID, "--db", str(db), "--jobs", str(jobs)],
-                            sleep=0.15, marker=marker)
+                            sleep=0.5, marker=marker)
     deadline = time.monotonic() + 120
     while _count(db) < 6 and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.05)
+    assert victim.poll() is None, "the sweep finished before it could be interrupted"
     victim.send_signal(sig)
     _, err = victim.communicate(timeout=60)
     if sig == signal.SIGKILL:
