@@ -338,7 +338,14 @@ def matrix(vec, offset, rows, cols):
 
 @njit(cache=True, error_model="numpy")
 def matmul_t(a, W):
-    """a @ W.T through BLAS: every row of a through a connection's weights."""
+    """a @ W.T through BLAS: every row of a through a connection's weights.
+
+    For fewer than 32 rows (Lanczos batches) and a large W, OpenBLAS computes W @ a.T faster
+    than a @ W.T: 0.55-0.8x the time at widths 512 and 2048, measured for 8-24 rows. It goes
+    through `matmul`, whose product of two C arrays the VJP compiles anyway.
+    """
+    if a.shape[0] < 32 and W.shape[1] >= 256:
+        return np.ascontiguousarray(matmul(W, np.ascontiguousarray(a.T)).T)
     return np.dot(a, W.T)
 
 
@@ -447,27 +454,30 @@ def add_product(K, A, B):
 
 @njit(cache=True, error_model="numpy")
 def dense_tangent(z, tz, W, V, a, t):
-    """HVP forward for one sample: z += W a and tz += W t + V a.
+    """HVP forward for one sample (rows of shape (1, n)): z += W a and tz += W t + V a.
 
-    Three BLAS matrix-vector products: at width 2048 they beat one fused hand-written sweep
-    over W and V, which does not vectorize without reassociating its sums.
+    The forward pass's BLAS products, already compiled: at width 2048 they beat one fused
+    hand-written sweep over W and V, which does not vectorize without reassociating its sums.
     """
-    z += np.dot(W, a)
-    tz += np.dot(W, t) + np.dot(V, a)
+    add_to(z, matmul_t(a, W))
+    add_to(tz, matmul_t(t, W))
+    add_to(tz, matmul_t(a, V))
 
 
 @njit(cache=True, error_model="numpy")
 def dense_hvp_rows(H, da, tda, W, V, g, tg, a, t):
-    """HVP backward for one sample: da += W^T g and tda += W^T tg + V^T g (BLAS, faster
-    than a fused sweep, as in dense_tangent), and the Hessian piece H = tg a^T + g t^T."""
-    da += np.dot(g, W)
-    tda += np.dot(tg, W) + np.dot(g, V)
+    """HVP backward for one sample (rows of shape (1, n)): da += W^T g and
+    tda += W^T tg + V^T g (BLAS, as in dense_tangent), and the Hessian piece
+    H = tg a^T + g t^T."""
+    add_to(da, matmul(g, W))
+    add_to(tda, matmul(tg, W))
+    add_to(tda, matmul(g, V))
     for j in range(H.shape[0]):
         Hj = H[j]
-        gj = g[j]
-        tgj = tg[j]
+        gj = g[0, j]
+        tgj = tg[0, j]
         for l in range(Hj.size):
-            Hj[l] = tgj * a[l] + gj * t[l]
+            Hj[l] = tgj * a[0, l] + gj * t[0, l]
 
 
 @njit(cache=True, error_model="numpy")

@@ -338,7 +338,14 @@ def matrix(vec, offset, rows, cols):
 
 @njit(cache=True, error_model="numpy")
 def matmul_t(a, W):
-    """a @ W.T through BLAS: every row of a through a connection's weights."""
+    """a @ W.T through BLAS: every row of a through a connection's weights.
+
+    For fewer than 32 rows (Lanczos batches) and a large W, OpenBLAS computes W @ a.T faster
+    than a @ W.T: 0.55-0.8x the time at widths 512 and 2048, measured for 8-24 rows. It goes
+    through `matmul`, whose product of two C arrays the VJP compiles anyway.
+    """
+    if a.shape[0] < 32 and W.shape[1] >= 256:
+        return np.ascontiguousarray(matmul(W, np.ascontiguousarray(a.T)).T)
     return np.dot(a, W.T)
 
 
@@ -447,27 +454,30 @@ def add_product(K, A, B):
 
 @njit(cache=True, error_model="numpy")
 def dense_tangent(z, tz, W, V, a, t):
-    """HVP forward for one sample: z += W a and tz += W t + V a.
+    """HVP forward for one sample (rows of shape (1, n)): z += W a and tz += W t + V a.
 
-    Three BLAS matrix-vector products: at width 2048 they beat one fused hand-written sweep
-    over W and V, which does not vectorize without reassociating its sums.
+    The forward pass's BLAS products, already compiled: at width 2048 they beat one fused
+    hand-written sweep over W and V, which does not vectorize without reassociating its sums.
     """
-    z += np.dot(W, a)
-    tz += np.dot(W, t) + np.dot(V, a)
+    add_to(z, matmul_t(a, W))
+    add_to(tz, matmul_t(t, W))
+    add_to(tz, matmul_t(a, V))
 
 
 @njit(cache=True, error_model="numpy")
 def dense_hvp_rows(H, da, tda, W, V, g, tg, a, t):
-    """HVP backward for one sample: da += W^T g and tda += W^T tg + V^T g (BLAS, faster
-    than a fused sweep, as in dense_tangent), and the Hessian piece H = tg a^T + g t^T."""
-    da += np.dot(g, W)
-    tda += np.dot(tg, W) + np.dot(g, V)
+    """HVP backward for one sample (rows of shape (1, n)): da += W^T g and
+    tda += W^T tg + V^T g (BLAS, as in dense_tangent), and the Hessian piece
+    H = tg a^T + g t^T."""
+    add_to(da, matmul(g, W))
+    add_to(tda, matmul(tg, W))
+    add_to(tda, matmul(g, V))
     for j in range(H.shape[0]):
         Hj = H[j]
-        gj = g[j]
-        tgj = tg[j]
+        gj = g[0, j]
+        tgj = tg[0, j]
         for l in range(Hj.size):
-            Hj[l] = tgj * a[l] + gj * t[l]
+            Hj[l] = tgj * a[0, l] + gj * t[0, l]
 
 
 @njit(cache=True, error_model="numpy")
@@ -762,7 +772,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     # h1 = tanh(s * (W x))
     z_h1 = np.zeros((1, n_h1))
     tz_h1 = np.zeros((1, n_h1))
-    dense_tangent(z_h1[0], tz_h1[0], W0_x_h1, V0_x_h1, a_x[0], t_x[0])
+    dense_tangent(z_h1, tz_h1, W0_x_h1, V0_x_h1, a_x, t_x)
     scale_rows(z_h1, s_h1)
     scale_rows(tz_h1, s_h1)
     a_h1, d1_h1, d2_h1 = tanh_second(z_h1)
@@ -787,7 +797,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     # out = identity(s * (W h3 + W h2 (sparse)))
     z_out = np.zeros((1, n_out))
     tz_out = np.zeros((1, n_out))
-    dense_tangent(z_out[0], tz_out[0], W4_h3_out, V4_h3_out, a_h3[0], t_h3[0])
+    dense_tangent(z_out, tz_out, W4_h3_out, V4_h3_out, a_h3, t_h3)
     csr_tangent(z_out[0], tz_out[0], W5_h2_out, V5_h2_out, ptr5_h2_out, idx5_h2_out, a_h2[0], t_h2[0])
     scale_rows(z_out, s_out)
     scale_rows(tz_out, s_out)
@@ -809,7 +819,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     scale_rows(g_out, s_out)
     tg_out = tda_out.copy()
     scale_rows(tg_out, s_out)
-    dense_hvp_rows(H4_h3_out, da_h3[0], tda_h3[0], W4_h3_out, V4_h3_out, g_out[0], tg_out[0], a_h3[0], t_h3[0])
+    dense_hvp_rows(H4_h3_out, da_h3, tda_h3, W4_h3_out, V4_h3_out, g_out, tg_out, a_h3, t_h3)
     csr_hvp_rows(H5_h2_out, da_h2[0], tda_h2[0], W5_h2_out, V5_h2_out, ptr5_h2_out, idx5_h2_out, g_out[0], tg_out[0], a_h2[0], t_h2[0])
     # h3
     g_h3 = adjoint(da_h3, d1_h3, s_h3)
@@ -823,7 +833,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     # h1
     g_h1 = adjoint(da_h1, d1_h1, s_h1)
     tg_h1 = adjoint_tangent(tda_h1, da_h1, d1_h1, d2_h1, tz_h1, s_h1)
-    dense_hvp_rows(H0_x_h1, da_x[0], tda_x[0], W0_x_h1, V0_x_h1, g_h1[0], tg_h1[0], a_x[0], t_x[0])
+    dense_hvp_rows(H0_x_h1, da_x, tda_x, W0_x_h1, V0_x_h1, g_h1, tg_h1, a_x, t_x)
     return out
 
 
