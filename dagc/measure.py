@@ -531,8 +531,9 @@ def train(net: CompiledNet, w0: np.ndarray, X: np.ndarray, Y: np.ndarray, loss_d
     loss0 = loss = 0.5 * float(np.sum(residual**2)) / n
     target = loss0 / loss_drop
     steps = 0
+    grad = np.empty_like(w)
     while loss > target and steps < max_steps:
-        w -= eta * net.vjp(w, X, residual / n)
+        w -= eta * net.vjp(w, X, residual / n, out=grad)
         residual = net.forward(w, X) - Y
         loss = 0.5 * float(np.sum(residual**2)) / n
         steps += 1

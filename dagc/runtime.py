@@ -109,13 +109,19 @@ class CompiledNet:
         """Outputs (n, n_out) at the rows of X (n, n_in)."""
         return self.module.forward(self._w(w), self._batch(X, "X"), *self._args)
 
-    def vjp(self, w: np.ndarray, X: np.ndarray, C: np.ndarray) -> np.ndarray:
-        """sum_i C[i] . df(X[i])/dw, shape (P,); C has shape (n, n_out)."""
+    def vjp(self, w: np.ndarray, X: np.ndarray, C: np.ndarray,
+            out: np.ndarray | None = None) -> np.ndarray:
+        """sum_i C[i] . df(X[i])/dw, shape (P,); C has shape (n, n_out).
+
+        Pass `out` (P,) to reuse a buffer across calls (faster for large P).
+        """
         X = self._batch(X, "X")
         C = _float_array(C, "C", 2)
         if C.shape != (X.shape[0], self.n_out):
             raise DagcError(f"C: expected shape {(X.shape[0], self.n_out)}, got {C.shape}")
-        return self.module.backward(self._w(w), X, C, False, *self._args)[0]
+        out = self._out(out)
+        self.module.backward(self._w(w), X, C, False, out.reshape(1, -1), *self._args)
+        return out
 
     def jacobian(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Per-sample Jacobian (n, n_out, P)."""
@@ -126,7 +132,8 @@ class CompiledNet:
         for k in range(self.n_out):  # one backward sweep per output, one row per sample
             C = np.zeros((X.shape[0], self.n_out))
             C[:, k] = 1.0
-            J[:, k] = self.module.backward(w, X, C, True, *self._args)
+            J[:, k] = self.module.backward(w, X, C, True, np.zeros((len(X), self.n_params)),
+                                           *self._args)
         return J
 
     def hvp(self, w: np.ndarray, x: np.ndarray, v: np.ndarray, output: int = 0,
@@ -142,12 +149,7 @@ class CompiledNet:
         if isinstance(output, bool) or not isinstance(output, (int, np.integer)) \
                 or not 0 <= output < self.n_out:
             raise DagcError(f"output: expected an integer in [0, {self.n_out}), got {output!r}")
-        if out is None:
-            out = np.empty(self.n_params)
-        elif not (isinstance(out, np.ndarray) and out.dtype == np.float64
-                  and out.shape == (self.n_params,) and out.flags.c_contiguous):
-            raise DagcError(f"out: expected a contiguous float64 array of shape ({self.n_params},)")
-        return self.module.hvp(self._w(w), x, v, int(output), out, *self._args)
+        return self.module.hvp(self._w(w), x, v, int(output), self._out(out), *self._args)
 
     def factored_hessian(self, w: np.ndarray, X: np.ndarray,
                          outputs: np.ndarray | None = None) -> FactoredHessian:
@@ -186,6 +188,16 @@ class CompiledNet:
         if w.shape != (self.n_params,):
             raise DagcError(f"{name}: expected shape ({self.n_params},), got {w.shape}")
         return w
+
+    def _out(self, out) -> np.ndarray:
+        """A (P,) result buffer: the caller's, checked, or a new one (numpy's, not numba's:
+        see the generated `backward`)."""
+        if out is None:
+            return np.empty(self.n_params)
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float64
+                and out.shape == (self.n_params,) and out.flags.c_contiguous):
+            raise DagcError(f"out: expected a contiguous float64 array of shape ({self.n_params},)")
+        return out
 
     def _batch(self, X, name: str) -> np.ndarray:
         X = _float_array(X, name, 2)

@@ -30,6 +30,7 @@ def test_a_second_width_reuses_the_compiled_module(net):
         (lambda n, w: n.forward(w, [[1.0] * 16]), "X"),
         (lambda n, w: n.forward(w, np.ones(16)), "X"),
         (lambda n, w: n.vjp(w, np.ones((2, 16)), np.ones((3, 1))), "C"),
+        (lambda n, w: n.vjp(w, np.ones((2, 16)), np.ones((2, 1)), out=w[::2]), "out"),
         (lambda n, w: n.hvp(w, np.ones((1, 16)), w), "x"),
         (lambda n, w: n.hvp(w, np.ones(16), w[:3]), "v"),
         (lambda n, w: n.hvp(w, np.ones(16), w, output=1), "output"),
@@ -71,6 +72,18 @@ def test_hvp_reuses_the_out_buffer(net):
     out = np.empty(net.n_params)
     result = net.hvp(w, np.ones(16), w, out=out)
     assert result is out
+
+
+@pytest.mark.parametrize("name", ["densenet3", "resnet3", "sparse3"])
+def test_vjp_overwrites_every_entry_of_a_reused_out_buffer(name):
+    """Dense, bias and sparse pieces: a buffer full of NaN comes back as the fresh result."""
+    net = dagc.compile(name, width=8)
+    w = net.init(0)
+    X = np.random.default_rng(0).standard_normal((3, net.n_in))
+    C = np.ones((3, net.n_out))
+    out = np.full(net.n_params, np.nan)
+    assert net.vjp(w, X, C, out=out) is out
+    assert np.array_equal(out, net.vjp(w, X, C))
 
 
 @pytest.mark.parametrize("jit", [True, False])
