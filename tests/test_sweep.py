@@ -278,12 +278,16 @@ def test_interrupt_keeps_finished_cells(tmp_path):
 # --- separate processes: kill -9, Ctrl-C, two sweeps at once --------------------------------
 
 SCRIPT = """
+import signal
 import sys
 sys.path.insert(0, {tests!r})
 import test_sweep
 from dagc import cli, sweep
 
 if __name__ == "__main__":
+    # Ctrl-C as at a terminal: a job started in the background (`pytest &`) inherits an
+    # ignored SIGINT, and Python keeps ignoring it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sweep.make_executor = test_sweep.fake_make_executor
     sys.exit(cli.main(sys.argv[1:]))
 """
@@ -331,10 +335,8 @@ GRID_CELLS = dict(archs=["mlp3", "bottleneck3"], widths=(4, 8, 16), seeds=3)
 def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path, jobs, sig):
     db = tmp_path / "killed.sqlite"
     marker = uuid.uuid4().hex
-    # slow enough cells (at least 9 s in all) that a loaded machine cannot finish the sweep
-    # before the signal lands
     victim = _sweep_process(tmp_path, [*GRID, "--db", str(db), "--jobs", str(jobs)],
-                            sleep=0.5, marker=marker)
+                            sleep=0.15, marker=marker)
     deadline = time.monotonic() + 120
     while _count(db) < 6 and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.05)
