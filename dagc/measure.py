@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 from numba import njit
-from scipy.linalg import lapack
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .errors import DagcError
+from .ritz import extreme_ritz_rows
 from .runtime import CompiledNet
 
 __all__ = [
@@ -324,15 +324,15 @@ def lanczos_norms(operator, C0: np.ndarray, tol: float, max_steps: int = _MAX_ST
     """
     norms = np.zeros(len(C0))
     active = np.arange(len(C0))  # the original rows still in the batch
-    alphas: list[list[float]] = [[] for _ in active]
-    betas: list[list[float]] = [[] for _ in active]
+    alphas = np.zeros((len(C0), max_steps))  # row i's tridiagonal, filled in lockstep
+    betas = np.zeros((len(C0), max_steps))
     v = np.array(C0, dtype=np.float64)
     Hv, Gv = operator.apply(v)
     c = np.sqrt(np.maximum(_row_dots(v, Gv), 0.0))
     q_prev = np.zeros_like(v)
     beta = np.zeros(len(v))
     keep = c > 0.0  # a start of length 0 (U C0 = 0): nothing to measure, the norm is 0
-    for _ in range(max_steps):
+    for step in range(max_steps):
         if not keep.all():
             active, operator = active[keep], operator.select(keep)
             v, Hv, Gv, c, q_prev, beta = (x[keep] for x in (v, Hv, Gv, c, q_prev, beta))
@@ -347,16 +347,14 @@ def lanczos_norms(operator, C0: np.ndarray, tol: float, max_steps: int = _MAX_ST
         beta = np.sqrt(np.maximum(_row_dots(r, Gr), 0.0))
         if not (np.isfinite(alpha).all() and np.isfinite(beta).all()):
             raise DagcError("hessian_norm: the Hessian-vector product is not finite")
-        keep = np.ones(len(active), bool)
-        for k, row in enumerate(active):
-            alphas[row].append(float(alpha[k]))
-            low, s_low, high, s_high = _extreme_ritz(np.array(alphas[row]), np.array(betas[row]))
-            norms[row] = max(abs(low), abs(high))
-            # |beta_k s_k| bounds the distance of a Ritz value to the spectrum (exactly in
-            # exact arithmetic, up to O(eps |H|) in floating point, Paige 1980). A vanishing
-            # beta (invariant Krylov subspace: a tiny or low-rank Hessian) passes the same test.
-            keep[k] = beta[k] * max(abs(s_low), abs(s_high)) > tol * norms[row]
-            betas[row].append(float(beta[k]))
+        alphas[active, step] = alpha
+        low, s_low, high, s_high = extreme_ritz_rows(alphas, betas, active, step + 1)
+        norms[active] = np.maximum(np.abs(low), np.abs(high))
+        # |beta_k s_k| bounds the distance of a Ritz value to the spectrum (exactly in exact
+        # arithmetic, up to O(eps |H|) in floating point, Paige 1980). A vanishing beta
+        # (invariant Krylov subspace: a tiny or low-rank Hessian) passes the same test.
+        keep = beta * np.maximum(s_low, s_high) > tol * norms[active]
+        betas[active, step] = beta
         q_prev, v, Hv, Gv, c = q, r, Hr, Gr, beta
     if keep.any():
         warnings.warn(f"hessian_norm: Lanczos did not reach tol={tol:g} in {max_steps} steps; "
@@ -383,23 +381,6 @@ def _row_dots(A, B):  # pragma: no cover (compiled)
             s0 += A[i, j] * B[i, j]
         out[i] = (s0 + s1) + (s2 + s3)
     return out
-
-
-def _extreme_ritz(d: np.ndarray, e: np.ndarray) -> tuple[float, float, float, float]:
-    """Smallest and largest eigenvalue of the tridiagonal matrix (d, e), each with the last
-    component of its unit eigenvector: (low, s_low, high, s_high)."""
-    k = len(d)
-    if k == 1:
-        return d[0], 1.0, d[0], 1.0
-    # LAPACK's MRRR for the two ends only: O(k) each, and no Python-level overhead (this runs
-    # once per Lanczos step and row, ~10 us here against ~30 us for eigh_tridiagonal).
-    # dstemr's e has k entries (the last unused) and is overwritten: a fresh copy per call.
-    _, low, z_low, info_low = lapack.dstemr(d, np.append(e, 0.0), 2, 0.0, 0.0, 1, 1)
-    _, high, z_high, info_high = lapack.dstemr(d, np.append(e, 0.0), 2, 0.0, 0.0, k, k)
-    if info_low or info_high:  # MRRR gave up (rare): the full QR eigensolver always works
-        theta, S, _ = lapack.dstev(d, e, compute_v=1)
-        return theta[0], S[-1, 0], theta[-1], S[-1, -1]
-    return low[0], z_low[-1, 0], high[0], z_high[-1, 0]
 
 
 def _arpack_norm(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int,
