@@ -328,7 +328,7 @@ def lanczos_norms(operator, C0: np.ndarray, tol: float, max_steps: int = _MAX_ST
     betas = np.zeros((len(C0), max_steps))
     v = np.array(C0, dtype=np.float64)
     Hv, Gv = operator.apply(v)
-    c = np.sqrt(np.maximum(_row_dots(v, Gv), 0.0))
+    c = _row_lengths(v, Gv)
     q_prev = np.zeros_like(v)
     beta = np.zeros(len(v))
     keep = c > 0.0  # a start of length 0 (U C0 = 0): nothing to measure, the norm is 0
@@ -338,13 +338,9 @@ def lanczos_norms(operator, C0: np.ndarray, tol: float, max_steps: int = _MAX_ST
             v, Hv, Gv, c, q_prev, beta = (x[keep] for x in (v, Hv, Gv, c, q_prev, beta))
         if not len(active):
             return norms
-        # Paige's ordering: subtract beta * q_{k-1} before forming alpha from the result.
-        q, Hq, Gq = v / c[:, None], Hv / c[:, None], Gv / c[:, None]
-        r = Hq - beta[:, None] * q_prev
-        alpha = _row_dots(Gq, r)
-        r -= alpha[:, None] * q
+        q, r, alpha = _three_term(v, Hv, Gv, c, q_prev, beta)
         Hr, Gr = operator.apply(r)
-        beta = np.sqrt(np.maximum(_row_dots(r, Gr), 0.0))
+        beta = _row_lengths(r, Gr)
         if not (np.isfinite(alpha).all() and np.isfinite(beta).all()):
             raise DagcError("hessian_norm: the Hessian-vector product is not finite")
         alphas[active, step] = alpha
@@ -363,24 +359,48 @@ def lanczos_norms(operator, C0: np.ndarray, tol: float, max_steps: int = _MAX_ST
 
 
 @njit(cache=True, error_model="numpy")
-def _row_dots(A, B):  # pragma: no cover (compiled)
-    """A[i] . B[i] for every row, in a fixed summation order (four interleaved partial sums:
-    fast without fastmath, and the same bits in every process, unlike a vectorized
-    reduction whose order can depend on memory alignment)."""
-    out = np.empty(A.shape[0])
-    n = A.shape[1]
-    tail = n - n % 4
-    for i in range(A.shape[0]):
-        s0 = s1 = s2 = s3 = 0.0
-        for j in range(0, tail, 4):
-            s0 += A[i, j] * B[i, j]
-            s1 += A[i, j + 1] * B[i, j + 1]
-            s2 += A[i, j + 2] * B[i, j + 2]
-            s3 += A[i, j + 3] * B[i, j + 3]
-        for j in range(tail, n):
-            s0 += A[i, j] * B[i, j]
-        out[i] = (s0 + s1) + (s2 + s3)
+def _three_term(v, Hv, Gv, c, q_prev, beta):  # pragma: no cover (compiled)
+    """One Lanczos recurrence for every row: q = v / c, r = H q - beta q_prev - alpha q with
+    alpha = <q, H q - beta q_prev>. Paige's ordering: beta q_prev comes off before alpha is
+    formed. Returns (q, r, alpha)."""
+    q = np.empty_like(v)
+    r = np.empty_like(v)
+    alpha = np.empty(v.shape[0])
+    for i in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            q[i, j] = v[i, j] / c[i]
+            r[i, j] = Hv[i, j] / c[i] - beta[i] * q_prev[i, j]
+        alpha[i] = _dot(Gv[i], r[i], c[i])
+        for j in range(v.shape[1]):
+            r[i, j] -= alpha[i] * q[i, j]
+    return q, r, alpha
+
+
+@njit(cache=True, error_model="numpy")
+def _row_lengths(v, Gv):  # pragma: no cover (compiled)
+    """|v_i|_G = sqrt(v_i . (G v)_i) for every row (0 where rounding makes it negative)."""
+    out = np.empty(v.shape[0])
+    for i in range(v.shape[0]):
+        out[i] = np.sqrt(max(_dot(v[i], Gv[i], 1.0), 0.0))
     return out
+
+
+@njit(cache=True, error_model="numpy")
+def _dot(a, b, divisor):  # pragma: no cover (compiled)
+    """(a / divisor) . b in a fixed summation order (four interleaved partial sums: fast
+    without fastmath, and the same bits in every process, unlike a vectorized reduction
+    whose order can depend on memory alignment)."""
+    n = len(a)
+    tail = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    for j in range(0, tail, 4):
+        s0 += a[j] / divisor * b[j]
+        s1 += a[j + 1] / divisor * b[j + 1]
+        s2 += a[j + 2] / divisor * b[j + 2]
+        s3 += a[j + 3] / divisor * b[j + 3]
+    for j in range(tail, n):
+        s0 += a[j] / divisor * b[j]
+    return (s0 + s1) + (s2 + s3)
 
 
 def _arpack_norm(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int,
