@@ -528,15 +528,15 @@ def train(net: CompiledNet, w0: np.ndarray, X: np.ndarray, Y: np.ndarray, loss_d
         raise DagcError(f"ntk_change: the NTK at w0 has no positive eigenvalue ({lam_max!r})")
     eta = 1.0 / lam_max
     w = w0.copy()
-    residual = net.forward(w, X) - Y
-    loss0 = loss = 0.5 * float(np.sum(residual**2)) / n
+    grad = np.empty_like(w)
+    outputs, _ = net.mse_gradient(w, X, Y, out=grad)  # the gradient is one step ahead
+    loss0 = loss = 0.5 * float(np.sum((outputs - Y)**2)) / n
     target = loss0 / loss_drop
     steps = 0
-    grad = np.empty_like(w)
     while loss > target and steps < max_steps:
-        w -= eta * net.vjp(w, X, residual / n, out=grad)
-        residual = net.forward(w, X) - Y
-        loss = 0.5 * float(np.sum(residual**2)) / n
+        w -= eta * grad
+        outputs, _ = net.mse_gradient(w, X, Y, out=grad)
+        loss = 0.5 * float(np.sum((outputs - Y)**2)) / n
         steps += 1
         if not math.isfinite(loss):
             raise DagcError(f"ntk_change: gradient descent diverged at step {steps} "

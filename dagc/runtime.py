@@ -120,8 +120,26 @@ class CompiledNet:
         if C.shape != (X.shape[0], self.n_out):
             raise DagcError(f"C: expected shape {(X.shape[0], self.n_out)}, got {C.shape}")
         out = self._out(out)
-        self.module.backward(self._w(w), X, C, False, out.reshape(1, -1), *self._args)
+        self.module.backward(self._w(w), X, C, False, False, out.reshape(1, -1),
+                             np.empty((len(X), self.n_out)), *self._args)
         return out
+
+    def mse_gradient(self, w: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                     out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The outputs f(X) (n, n_out) and the gradient (P,) of the mean squared error
+        L(w) = 1/(2n) sum_i |f(X[i]) - Y[i]|^2, from one forward and one backward sweep (a
+        `forward` and then a `vjp` with C = (f(X) - Y) / n would sweep forward twice).
+
+        Pass `out` (P,) to reuse a buffer across calls, as in `vjp`.
+        """
+        X = self._batch(X, "X")
+        Y = _float_array(Y, "Y", 2)
+        if Y.shape != (X.shape[0], self.n_out):
+            raise DagcError(f"Y: expected shape {(X.shape[0], self.n_out)}, got {Y.shape}")
+        out = self._out(out)
+        F = np.empty((len(X), self.n_out))
+        self.module.backward(self._w(w), X, Y, True, False, out.reshape(1, -1), F, *self._args)
+        return F, out
 
     def jacobian(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Per-sample Jacobian (n, n_out, P)."""
@@ -132,8 +150,9 @@ class CompiledNet:
         for k in range(self.n_out):  # one backward sweep per output, one row per sample
             C = np.zeros((X.shape[0], self.n_out))
             C[:, k] = 1.0
-            J[:, k] = self.module.backward(w, X, C, True, np.zeros((len(X), self.n_params)),
-                                           *self._args)
+            J[:, k] = self.module.backward(w, X, C, False, True,
+                                           np.zeros((len(X), self.n_params)),
+                                           np.empty((len(X), self.n_out)), *self._args)
         return J
 
     def hvp(self, w: np.ndarray, x: np.ndarray, v: np.ndarray, output: int = 0,

@@ -31,6 +31,8 @@ def test_a_second_width_reuses_the_compiled_module(net):
         (lambda n, w: n.forward(w, np.ones(16)), "X"),
         (lambda n, w: n.vjp(w, np.ones((2, 16)), np.ones((3, 1))), "C"),
         (lambda n, w: n.vjp(w, np.ones((2, 16)), np.ones((2, 1)), out=w[::2]), "out"),
+        (lambda n, w: n.mse_gradient(w, np.ones((2, 16)), np.ones((2, 2))), "Y"),
+        (lambda n, w: n.mse_gradient(w, np.ones((2, 16)), np.ones(2)), "Y"),
         (lambda n, w: n.hvp(w, np.ones((1, 16)), w), "x"),
         (lambda n, w: n.hvp(w, np.ones(16), w[:3]), "v"),
         (lambda n, w: n.hvp(w, np.ones(16), w, output=1), "output"),
@@ -84,6 +86,21 @@ def test_vjp_overwrites_every_entry_of_a_reused_out_buffer(name):
     out = np.full(net.n_params, np.nan)
     assert net.vjp(w, X, C, out=out) is out
     assert np.array_equal(out, net.vjp(w, X, C))
+
+
+@pytest.mark.parametrize("name", ["densenet3", "resnet3", "sparse3", "softout"])
+def test_mse_gradient_is_forward_then_vjp_to_the_bit(name):
+    """One sweep pair in place of two: the same outputs and gradient, for dense, bias, sparse
+    and non-linear-output networks, into a reused buffer full of NaN."""
+    net = dagc.compile(name, width=8)
+    w = net.init(0)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((5, net.n_in)), rng.standard_normal((5, net.n_out))
+    out = np.full(net.n_params, np.nan)
+    outputs, gradient = net.mse_gradient(w, X, Y, out=out)
+    assert gradient is out
+    assert np.array_equal(outputs, net.forward(w, X))
+    assert np.array_equal(gradient, net.vjp(w, X, (net.forward(w, X) - Y) / len(X)))
 
 
 @pytest.mark.parametrize("jit", [True, False])
