@@ -2,9 +2,9 @@
 matrix, with the last components of their eigenvectors (what Lanczos's error bound needs).
 
 Batched Lanczos (`dagc.measure.lanczos_norms`) asks for these after every step for every row
-still running. One compiled call for the whole batch costs a few microseconds per row, where
-a LAPACK call per row and end costs ~10 us of Python overhead, more than the batched HVP
-itself at width 128.
+still running. One compiled call for the whole batch takes 2-13 us per row (20-120 steps),
+where LAPACK, called per row and end from Python, takes 14-70 us: at width 128 that was more
+than the batched HVP itself.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def extreme_ritz(d: np.ndarray, e: np.ndarray) -> tuple[float, float, float, flo
 
 @njit(cache=True, error_model="numpy")
 def _ends(D, E, rows, k):  # pragma: no cover (compiled)
+    """`extreme_ritz_rows` without LAPACK, and whether each row's values can be trusted."""
     n = len(rows)
     low, s_low = np.empty(n), np.empty(n)
     high, s_high = np.empty(n), np.empty(n)
@@ -82,13 +83,12 @@ def _largest(d, e, sign):  # pragma: no cover (compiled)
     q'/q = sum rho_j'/rho_j and so on.
     """
     k = len(d)
-    x = -np.inf
+    x = -np.inf  # Gershgorin: the spectrum lies below x, and |T| <= scale
+    scale = 0.0
     for j in range(k):
         radius = (abs(e[j - 1]) if j > 0 else 0.0) + (abs(e[j]) if j < k - 1 else 0.0)
         x = max(x, sign * d[j] + radius)
-    scale = 0.0
-    for j in range(k):
-        scale = max(scale, abs(d[j]) + (abs(e[j]) if j < k - 1 else 0.0))
+        scale = max(scale, abs(d[j]) + radius)
     tiny = np.finfo(np.float64).tiny
     if scale == 0.0:  # T = 0
         return 0.0, 1.0 if k == 1 else 0.0, True
