@@ -529,7 +529,8 @@ def train(net: CompiledNet, w0: np.ndarray, X: np.ndarray, Y: np.ndarray, loss_d
     eta = 1.0 / lam_max
     w = w0.copy()
     grad = np.empty_like(w)
-    outputs, _ = net.mse_gradient(w, X, Y, out=grad)  # the gradient is one step ahead
+    # Each call gives the loss at w and, in grad, the gradient of the step that leaves w.
+    outputs, _ = net.mse_gradient(w, X, Y, out=grad)
     loss0 = loss = 0.5 * float(np.sum((outputs - Y)**2)) / n
     target = loss0 / loss_drop
     steps = 0
