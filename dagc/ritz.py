@@ -3,7 +3,7 @@ matrix, with the last components of their eigenvectors (what Lanczos's error bou
 
 Batched Lanczos (`dagc.measure.lanczos_norms`) asks for these after every step for every row
 still running. One compiled call for the whole batch takes 2-13 us per row (20-120 steps),
-where LAPACK, called per row and end from Python, takes 14-70 us: at width 128 that was more
+where LAPACK, called per row and end from Python, takes 14-76 us: at width 128 that was more
 than the batched HVP itself.
 """
 
