@@ -115,14 +115,7 @@ class CompiledNet:
 
         Pass `out` (P,) to reuse a buffer across calls (faster for large P).
         """
-        X = self._batch(X, "X")
-        C = _float_array(C, "C", 2)
-        if C.shape != (X.shape[0], self.n_out):
-            raise DagcError(f"C: expected shape {(X.shape[0], self.n_out)}, got {C.shape}")
-        out = self._out(out)
-        self.module.backward(self._w(w), X, C, False, False, out.reshape(1, -1),
-                             np.empty((len(X), self.n_out)), *self._args)
-        return out
+        return self._sweeps(w, X, C, "C", False, out)[1]
 
     def mse_gradient(self, w: np.ndarray, X: np.ndarray, Y: np.ndarray,
                      out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -132,13 +125,18 @@ class CompiledNet:
 
         Pass `out` (P,) to reuse a buffer across calls, as in `vjp`.
         """
+        return self._sweeps(w, X, Y, "Y", True, out)
+
+    def _sweeps(self, w, X, C, name: str, fit: bool, out) -> tuple[np.ndarray, np.ndarray]:
+        """(f(X), gradient) from the generated `backward`: C (n, n_out), called `name` in
+        errors, holds the outputs' adjoints, or with `fit` the regression targets."""
         X = self._batch(X, "X")
-        Y = _float_array(Y, "Y", 2)
-        if Y.shape != (X.shape[0], self.n_out):
-            raise DagcError(f"Y: expected shape {(X.shape[0], self.n_out)}, got {Y.shape}")
+        C = _float_array(C, name, 2)
+        if C.shape != (X.shape[0], self.n_out):
+            raise DagcError(f"{name}: expected shape {(X.shape[0], self.n_out)}, got {C.shape}")
         out = self._out(out)
         F = np.empty((len(X), self.n_out))
-        self.module.backward(self._w(w), X, Y, True, False, out.reshape(1, -1), F, *self._args)
+        self.module.backward(self._w(w), X, C, fit, False, out.reshape(1, -1), F, *self._args)
         return F, out
 
     def jacobian(self, w: np.ndarray, X: np.ndarray) -> np.ndarray:

@@ -311,11 +311,12 @@ def dense_factored_adjoint(tda, gq, p, g, a, q):
 def output_adjoint(C, start, f, fit):
     """The adjoints of the outputs f (n, k): C[:, start:start + k], or, with `fit`, where C
     holds targets, (f - C[:, start:start + k]) / n (the mean squared error's)."""
-    n = f.shape[0]
-    da = np.empty_like(f)
-    for i in range(n):
-        for j in range(f.shape[1]):
-            da[i, j] = (f[i, j] - C[i, start + j]) / n if fit else C[i, start + j]
+    da = columns(C, start, f.shape[1])
+    if fit:
+        n = f.shape[0]
+        for i in range(n):
+            for j in range(f.shape[1]):
+                da[i, j] = (f[i, j] - da[i, j]) / n
     return da
 
 
