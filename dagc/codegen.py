@@ -132,6 +132,11 @@ def _total(blocks: list[dict]) -> str:
     return names[0] if len(names) == 1 else f"({' + '.join(names)})"
 
 
+# The first parameter offset: offsets reach kernels (`matrix`), and a literal 0 would make
+# numba compile a second, Literal[int](0) specialization of each.
+_TYPED_ZERO = "np.int64(0)"
+
+
 def _pieces(ir: IR, conn_vars: dict) -> list[dict]:
     pieces, previous = [], None
     for p in ir.layout:
@@ -143,7 +148,8 @@ def _pieces(ir: IR, conn_vars: dict) -> list[dict]:
                 size, shape = f"n_{p.dst} * n_{p.src}", f"n_{p.dst}, n_{p.src}"
             else:
                 size, shape = f"idx{var}.size", ""
-        offset = "0" if previous is None else f"{previous['offset_var']} + {previous['size_expr']}"
+        offset = (_TYPED_ZERO if previous is None
+                  else f"{previous['offset_var']} + {previous['size_expr']}")
         previous = {"var": var, "kind": "dense" if p.kind == "dense" else "flat",
                     "offset_var": f"o{var}", "offset_expr": offset, "size_expr": size,
                     "shape_expr": shape}

@@ -199,9 +199,9 @@ def architecture(names: list[str], arch: str) -> dict:
 
 TRICKY = [
     "np", "math", "range", "n", "w", "X", "out", "k", "i", "a_b", "a", "b_c", "_", "__", "if",
-    "lambda", "None", "True", "def", "class", "import", "njit", "forward", "vjp", "hvp", "ntk",
-    "sizes", "scales", "indices", "indptrs", "tanh", "tanh_value", "csr_matvec", "self", "print",
-    "__builtins__", "__name__", "x1", "X1", "s", "a_", "_a", "W0", "Wb", "o0_x", "L" * 100,
+    "lambda", "None", "True", "def", "class", "import", "njit", "jit", "forward", "vjp", "hvp",
+    "ntk", "sizes", "scales", "indices", "indptrs", "tanh", "tanh_value", "csr_matvec", "self",
+    "print", "__builtins__", "__name__", "x1", "X1", "s", "a_", "_a", "W0", "Wb", "o0_x", "L" * 100,
 ]
 TRICKY_ARCH = "lambda"
 
