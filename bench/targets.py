@@ -24,5 +24,12 @@ def ratio_targets(op: str, width: int, sparse: bool) -> list[tuple[str, str, flo
 COMPILE_COLD = 10.0
 COMPILE_CACHED = 1.0
 COMPILED_PASSES = ("forward", "vjp", "hvp", "ntk")
+
+
+def compile_total(probe: dict) -> float:
+    """Seconds of the compile target's passes in one compile probe's result."""
+    return sum(probe["first_call_seconds"][p] for p in COMPILED_PASSES)
+
+
 # 16-input Hessian norms: hessian_norms must have >= 3x the throughput of 16 single runs.
 BATCH_NORMS_SPEEDUP = 3.0
