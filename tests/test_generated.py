@@ -1,5 +1,6 @@
 """The generated modules of the bundled architectures are checked in; they must be current."""
 
+import ast
 from pathlib import Path
 
 from dagc import codegen, graph, spec
@@ -30,3 +31,24 @@ def test_block_names_appear_in_the_module():
     for block in ("h1", "h2", "h3", "out"):
         assert f"# {block} = " in text or f"# {block}\n" in text
     compile(text, "generated.py", "exec")  # plain, valid Python
+
+
+def test_no_kernel_is_called_with_a_literal_integer():
+    """numba compiles a separate Literal[int] specialization of a kernel for every constant
+    integer argument (a start of 0, say): offsets and starts must reach kernels as int64
+    values or inside slices."""
+    literal_calls = []
+    for path in GENERATED.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        kernels = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
+        constants = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                     and isinstance(node.value, ast.Constant) and type(node.value.value) is int
+                     for t in node.targets if isinstance(t, ast.Name)}
+        for call in ast.walk(tree):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                    and call.func.id in kernels
+                    and any((isinstance(a, ast.Constant) and type(a.value) is int)
+                            or (isinstance(a, ast.Name) and a.id in constants)
+                            for a in call.args)):
+                literal_calls.append(f"{path.name}:{call.lineno} {ast.unparse(call)}")
+    assert not literal_calls, literal_calls

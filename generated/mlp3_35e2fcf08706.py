@@ -329,8 +329,8 @@ def output_adjoint(C, f, fit):
 def columns(C):
     """A contiguous copy of C, a column slice of a larger array.
 
-    Callers pass slices, never (array, start) pairs: a literal start of 0 would make numba
-    compile a second, Literal[int](0) specialization of every such kernel.
+    The column kernels take slices rather than (array, start): a start of 0 written as a
+    literal would make numba compile a second, Literal[int](0) specialization of each.
     """
     out = np.empty(C.shape)
     for i in range(C.shape[0]):
