@@ -235,12 +235,13 @@ def test_hessian_symmetric_with_reference_spectral_norm(name):
     assert abs(norm - norm_ref) <= REFERENCE_RTOL * norm_ref, (norm, norm_ref)
 
 
-def test_sparse_ntk_larger_than_one_chunk():
-    """The NTK of a sparse connection is accumulated a block of rows at a time (65536 entries
-    per block at this writing); at width 384, sparse3's h1 -> h2 (384 x 192 entries) and
-    h2 -> h3 need two uneven blocks."""
+def test_sparse_ntk_over_several_blocks():
+    """The NTK of a sparse connection is accumulated a block of rows at a time (about
+    NTK_BLOCK_ENTRIES entries); at width 384, sparse3's h1 -> h2 (384 rows of 192 entries)
+    takes several blocks, the last one shorter."""
     net = compiled("sparse3", 384)
-    assert max(np.asarray(idx).size for idx in net.sources.values()) > 65536
+    rows_per_block = net.module.NTK_BLOCK_ENTRIES // 192
+    assert 1 <= rows_per_block < 384 and 384 % rows_per_block
     ref = Reference(net)
     rng = np.random.default_rng(7)
     w = net.init(seed=5)

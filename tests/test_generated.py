@@ -40,15 +40,18 @@ def test_no_kernel_is_called_with_a_literal_integer():
     literal_calls = []
     for path in GENERATED.glob("*.py"):
         tree = ast.parse(path.read_text())
-        kernels = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
-        constants = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                     and isinstance(node.value, ast.Constant) and type(node.value.value) is int
-                     for t in node.targets if isinstance(t, ast.Name)}
-        for call in ast.walk(tree):
-            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
-                    and call.func.id in kernels
-                    and any((isinstance(a, ast.Constant) and type(a.value) is int)
-                            or (isinstance(a, ast.Name) and a.id in constants)
-                            for a in call.args)):
-                literal_calls.append(f"{path.name}:{call.lineno} {ast.unparse(call)}")
+        functions = [f for f in tree.body if isinstance(f, ast.FunctionDef)]
+        kernels = {f.name for f in functions}
+        for function in functions:
+            constants = {t.id for node in ast.walk(function) if isinstance(node, ast.Assign)
+                         and isinstance(node.value, ast.Constant)
+                         and type(node.value.value) is int
+                         for t in node.targets if isinstance(t, ast.Name)}
+            for call in ast.walk(function):
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                        and call.func.id in kernels
+                        and any((isinstance(a, ast.Constant) and type(a.value) is int)
+                                or (isinstance(a, ast.Name) and a.id in constants)
+                                for a in call.args)):
+                    literal_calls.append(f"{path.name}:{call.lineno} {ast.unparse(call)}")
     assert not literal_calls, literal_calls
