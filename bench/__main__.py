@@ -27,9 +27,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers", default="jax,torch", help="frameworks to compare with")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
                         help="directory for latest.md and latest.json (default bench/results)")
-    parser.add_argument("--memory-width", type=int, default=None,
-                        help="width of the peak-memory probe (default 2048; --quick: the "
-                             "largest width; 0 skips it)")
+    parser.add_argument("--memory-widths", default=None,
+                        help="comma-separated widths of the peak-memory probe (default "
+                             "2048,4096; --quick: the largest width; 0 skips it)")
     parser.add_argument("--no-compile", action="store_true",
                         help="skip compile-time measurements (fresh processes, slow)")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7)")
@@ -82,15 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(rounds=3, target=0.05, max_seconds=10.0) if args.quick else Settings()
     if args.rounds:
         settings.rounds = args.rounds
-    memory_width = args.memory_width
-    if memory_width is None:
-        memory_width = max(widths) if args.quick else 2048
+    memory_widths = [int(w) for w in (args.memory_widths or (
+        str(max(widths)) if args.quick else "2048,4096")).split(",") if int(w)]
     config = suite.Config(
         archs=[a for a in args.archs.split(",") if a],
         widths=widths,
         frameworks=[p for p in args.peers.split(",") if p],
         settings=settings,
-        memory_width=memory_width or None,
+        memory_widths=memory_widths,
         compile=not args.no_compile,
         quick=args.quick,
     )

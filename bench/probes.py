@@ -132,8 +132,13 @@ def _memory_child(arch: str, width: int) -> dict:
 
     measure = dagc_measure()
     rng = np.random.default_rng(0)
-    small = dagc.compile(arch, width=16)  # compile every function used below, at a tiny width
+    small = dagc.compile(arch, width=16)  # load every function used below, at a tiny width
     x_small = rng.standard_normal(small.n_in)
+    if measure is not None:
+        measure.hessian_norm(small, small.init(0), x_small)
+    else:
+        small.hvp(small.init(0), x_small, small.init(1), 0, out=np.empty(small.n_params))
+    runtime = _status("VmRSS")  # the interpreter, numba and the compiled code: no width yet
     net = dagc.compile(arch, width=width)
     w = net.init(0)
     x = rng.standard_normal(net.n_in)
@@ -143,14 +148,11 @@ def _memory_child(arch: str, width: int) -> dict:
         # Its Lanczos runs on the factored coordinates: about ten vectors of length r << P
         # (v, q, r, q_prev and the operator's images of them) and no P-vector at all.
         vectors, length = 10, net.factored_hessian(w, x[None, :]).size
-        measure.hessian_norm(small, small.init(0), x_small)
 
         def run():
             return measure.hessian_norm(net, w, x)
     else:
         how = "scipy eigsh on net.hvp (dagc.measure not available)"
-        out = np.empty(small.n_params)
-        small.hvp(small.init(0), x_small, small.init(1), 0, out=out)
         buffer = np.empty(net.n_params)
 
         def run():
@@ -162,7 +164,8 @@ def _memory_child(arch: str, width: int) -> dict:
     run()
     seconds = time.perf_counter() - start
     peak = _status("VmHWM")
-    return {"how": how, "n_params": net.n_params, "rss_before": before, "peak_rss": peak,
+    return {"how": how, "n_params": net.n_params, "rss_runtime": runtime,
+            "rss_before": before, "peak_rss": peak,
             "peak_reset": reset, "seconds": seconds,
             "weights_bytes": 8 * net.n_params, "lanczos_vectors": vectors,
             "vector_length": length or net.n_params,

@@ -202,22 +202,27 @@ def _memory(results: dict) -> list[str]:
     if not results["memory"]:
         return []
     body = []
-    for arch, probe in results["memory"].items():
+    for probe in results["memory"]:
+        arch, width = probe["arch"], str(probe["width"])
         if "error" in probe:
-            body.append([arch, str(probe["width"]), "-", "-", "-", "-", probe["error"][:120]])
+            body.append([arch, width] + ["-"] * 7 + [probe["error"][:120]])
             continue
+        reference = probe["reference_bytes"]
+        vectors = reference - probe["weights_bytes"]
         increase = probe["peak_rss"] - probe["rss_before"]
-        vectors = probe["reference_bytes"] - probe["weights_bytes"]
-        body.append([arch, str(probe["width"]), f"{probe['n_params']:,}",
-                     _bytes(probe["peak_rss"]), _bytes(probe["rss_before"]), _bytes(increase),
+        body.append([arch, width, f"{probe['n_params']:,}", _bytes(probe["peak_rss"]),
+                     _bytes(probe["rss_runtime"]),
                      f"{_bytes(probe['weights_bytes'])} + {_bytes(vectors)} "
-                     f"({probe['lanczos_vectors']} vectors of "
-                     f"{probe.get('vector_length', probe['n_params']):,})",
-                     f"{probe['peak_rss'] / probe['reference_bytes']:.2f}x",
-                     f"{increase / vectors:.2f}x", f"{probe['how']}, {probe['seconds']:.1f} s"])
+                     f"({probe['lanczos_vectors']} vectors of {probe['vector_length']:,})",
+                     f"{probe['peak_rss'] / reference:.2f}x",
+                     f"{(probe['peak_rss'] - probe['rss_runtime']) / reference:.2f}x",
+                     f"{_bytes(increase)} ({increase / vectors:.2f}x the vectors)",
+                     f"{probe['how']}, {probe['seconds']:.1f} s"])
     return ["## Memory of one Hessian norm (fresh process)", "",
-            "RSS before includes the interpreter, numba, the compiled code and the weights; "
-            "the increase is what the norm itself allocated.", ""] + \
-        _table(["arch", "width", "P", "peak RSS", "RSS before", "increase",
-                "weights + Lanczos vectors", "peak / (w + vectors)",
-                "increase / vectors", "how"], body) + [""]
+            "Runtime: the process's RSS before any width-dependent array (interpreter, numpy, "
+            "numba, LLVM and the compiled code, warmed up at width 16). Above it: the network "
+            "at this width (weights, sparse indices) and what the norm allocates; the last "
+            "but one column is the norm's own allocation, from its start to its peak.", ""] + \
+        _table(["arch", "width", "P", "peak RSS", "runtime", "weights + Lanczos vectors",
+                "peak / (w + vectors)", "(peak - runtime) / (w + vectors)",
+                "norm allocates", "how"], body) + [""]

@@ -32,7 +32,9 @@ class Config:
     ntk_inputs: int = 128
     norm_inputs: int = 16
     lanczos_budget: float = 120.0  # seconds a peer may spend on one Lanczos row
-    memory_width: int | None = 2048
+    # At 2048 the process's fixed ~190 MiB (interpreter, numba, LLVM, code) outweighs the
+    # weights; 4096 shows how the peak approaches weights + vectors as they dominate.
+    memory_widths: list[int] = field(default_factory=lambda: [2048, 4096])
     compile: bool = True
     quick: bool = False
 
@@ -41,7 +43,7 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict:
     frameworks, missing = peers.available(config.frameworks)
     results = {"machine": machine.info(), "config": _config_dict(config),
                "frameworks": frameworks, "notes": list(missing.values()), "cases": [],
-               "compile": {}, "memory": {}}
+               "compile": {}, "memory": []}
     for message in missing.values():
         log(message)
     log("measuring the machine's limits (matrix product, copy bandwidth) ...")
@@ -77,10 +79,10 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict:
             results["cases"].append(case)
             if config.compile and case["jax_compile"]:
                 results["compile"][arch]["jax"][str(width)] = case["jax_compile"]
-        if config.memory_width:
-            log(f"{arch}: peak memory of a Hessian norm at width {config.memory_width} ...")
-            results["memory"][arch] = {"width": config.memory_width,
-                                       **probes.hessian_memory(arch, config.memory_width)}
+        for width in config.memory_widths:
+            log(f"{arch}: peak memory of a Hessian norm at width {width} ...")
+            results["memory"].append({"arch": arch, "width": width,
+                                      **probes.hessian_memory(arch, width)})
     results["limits_end"] = machine.limits()
     return results
 
@@ -88,7 +90,7 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict:
 def _config_dict(config: Config) -> dict:
     return {"archs": config.archs, "widths": config.widths, "frameworks": config.frameworks,
             "batch": config.batch, "ntk_inputs": config.ntk_inputs,
-            "norm_inputs": config.norm_inputs, "memory_width": config.memory_width,
+            "norm_inputs": config.norm_inputs, "memory_widths": config.memory_widths,
             "quick": config.quick, "timing": vars(config.settings)}
 
 

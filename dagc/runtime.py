@@ -91,9 +91,7 @@ class CompiledNet:
             tuple(1.0 / np.sqrt(b.in_degree.astype(np.float64)) for b in ir.blocks
                   if not b.is_input),
             tuple(c.indptr for c in sparse),
-            # Unsigned 32-bit sources: half the index traffic, and no negative-index
-            # wraparound test on every gather and scatter of the CSR kernels.
-            tuple(c.indices.astype(np.uint32) for c in sparse),
+            tuple(c.indices for c in sparse),  # uint32 (see graph.Connection): no copy
         )
 
     def __repr__(self) -> str:
@@ -269,10 +267,17 @@ def _float_array(value, name: str, ndim: int) -> np.ndarray:
 
 
 def _sources(conn: graph.Connection):
-    """Block sparse: (size_dst, fan_in) indices; neuron-graph ragged: (indptr, indices)."""
+    """Block sparse: (size_dst, fan_in) indices; neuron-graph ragged: (indptr, indices).
+    Read-only views: the kernels read the same arrays."""
     if conn.kind == "sparse":
-        return conn.indices.reshape(conn.shape)
-    return conn.indptr, conn.indices
+        return _read_only(conn.indices.reshape(conn.shape))
+    return _read_only(conn.indptr), _read_only(conn.indices)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _check_memory(n_floats: int, what: str) -> None:
