@@ -201,8 +201,11 @@ def _compile(results: dict) -> list[str]:
 def _memory(results: dict) -> list[str]:
     if not results["memory"]:
         return []
+    probes = results["memory"]
+    if isinstance(probes, dict):  # saved before 2048 and 4096: {arch: probe}, no runtime RSS
+        probes = [{"arch": arch, **probe} for arch, probe in probes.items()]
     body = []
-    for probe in results["memory"]:
+    for probe in probes:
         arch, width = probe["arch"], str(probe["width"])
         if "error" in probe:
             body.append([arch, width] + ["-"] * 7 + [probe["error"][:120]])
@@ -211,11 +214,12 @@ def _memory(results: dict) -> list[str]:
         vectors = reference - probe["weights_bytes"]
         increase = probe["peak_rss"] - probe["rss_before"]
         body.append([arch, width, f"{probe['n_params']:,}", _bytes(probe["peak_rss"]),
-                     _bytes(probe["rss_runtime"]),
+                     _bytes(probe["rss_runtime"]) if "rss_runtime" in probe else "-",
                      f"{_bytes(probe['weights_bytes'])} + {_bytes(vectors)} "
                      f"({probe['lanczos_vectors']} vectors of {probe['vector_length']:,})",
                      f"{probe['peak_rss'] / reference:.2f}x",
-                     f"{(probe['peak_rss'] - probe['rss_runtime']) / reference:.2f}x",
+                     f"{(probe['peak_rss'] - probe['rss_runtime']) / reference:.2f}x"
+                     if "rss_runtime" in probe else "-",
                      f"{_bytes(increase)} ({increase / vectors:.2f}x the vectors)",
                      f"{probe['how']}, {probe['seconds']:.1f} s"])
     return ["## Memory of one Hessian norm (fresh process)", "",
