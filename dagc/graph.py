@@ -207,7 +207,8 @@ def _topological_order(nodes: list[str], edges: list[tuple[str, str]]) -> list[s
 
 @dataclass
 class _Neurons:
-    """A neuron DAG in arrays: neurons numbered in topological order, predecessors as CSR."""
+    """A neuron DAG in arrays: neurons numbered in topological order, predecessors as CSR
+    (uint32 indices, the type the kernels take)."""
 
     names: list
     layer: np.ndarray
@@ -231,22 +232,27 @@ def _random_dag(gen: RandomDag, width, seed: int, where: str):
     rng = np.random.default_rng([seed, 7919])
     layer_sizes = [n_in] + [size] * gen.layers + [gen.outputs]
     starts = np.concatenate([[0], np.cumsum(layer_sizes)])
-    preds = [np.empty(0, np.int64)] * n_in
-    for layer in range(1, len(layer_sizes)):
-        prev_lo, prev_hi = starts[layer - 1], starts[layer]
-        for _ in range(layer_sizes[layer]):
-            if layer == 1:  # the first layer sees every input, as in the paper
-                preds.append(np.arange(n_in, dtype=np.int64))
-                continue
-            chosen = rng.choice(prev_hi, size=k, replace=False)
-            if not np.any(chosen >= prev_lo):  # keep the neuron in this layer
-                chosen[0] = rng.integers(prev_lo, prev_hi)
-            preds.append(np.sort(chosen))
     n = int(starts[-1])
     layer_of = np.repeat(np.arange(len(layer_sizes)), layer_sizes)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.select([layer_of == 0, layer_of == 1], [0, n_in], k), out=indptr[1:])
+    # Filled in place: a list of per-neuron arrays would cost the CSR twice over at its peak,
+    # in blocks small enough that the C heap keeps them after the build.
+    indices = np.empty(indptr[-1], np.uint32)
+    for i in range(n_in, n):
+        layer = layer_of[i]
+        row = indices[indptr[i]:indptr[i + 1]]
+        if layer == 1:  # the first layer sees every input, as in the paper
+            row[:] = np.arange(n_in)
+            continue
+        prev_lo, prev_hi = starts[layer - 1], starts[layer]
+        chosen = rng.choice(prev_hi, size=k, replace=False)
+        if not np.any(chosen >= prev_lo):  # keep the neuron in this layer
+            chosen[0] = rng.integers(prev_lo, prev_hi)
+        row[:] = np.sort(chosen)
     acts = [""] * n_in + [gen.act] * (n - n_in - gen.outputs) + ["identity"] * gen.outputs
     return _Neurons(list(range(n)), layer_of, acts, layer_of == len(layer_sizes) - 1,
-                    *_csr(preds))
+                    indptr, indices)
 
 
 def _read_graph_file(path: Path, default_act: str, where: str):
@@ -261,7 +267,7 @@ def _read_graph_file(path: Path, default_act: str, where: str):
     acts, preds = [], []
     for node in order:
         pred = sorted(number[p] for p in graph.predecessors(node))
-        preds.append(np.array(pred, np.int64))
+        preds.append(np.array(pred, np.uint32))
         if pred:
             layer[number[node]] = 1 + max(layer[p] for p in pred)
         act = graph.nodes[node].get("act")
@@ -316,8 +322,7 @@ def _read_networkx(path: Path, where: str) -> nx.DiGraph:
 def _csr(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     indptr = np.zeros(len(rows) + 1, np.int64)
     np.cumsum([len(r) for r in rows], out=indptr[1:])
-    indices = np.concatenate(rows) if rows else np.empty(0, np.int64)
-    return indptr, indices.astype(np.int64)
+    return indptr, np.concatenate(rows) if rows else np.empty(0, np.uint32)
 
 
 def _group_neurons(neurons: _Neurons):
@@ -327,8 +332,8 @@ def _group_neurons(neurons: _Neurons):
     names = _group_names(distinct)
     members = {key: np.array([i for i, k in enumerate(keys) if k == key], np.int64)
                for key in distinct}
-    group_of = np.empty(len(keys), np.int64)
-    local = np.empty(len(keys), np.int64)
+    group_of = np.empty(len(keys), np.int32)
+    local = np.empty(len(keys), np.uint32)
     for g, key in enumerate(distinct):
         group_of[members[key]] = g
         local[members[key]] = np.arange(len(members[key]))
@@ -341,15 +346,16 @@ def _group_neurons(neurons: _Neurons):
                             is_output=is_out, neurons=tuple(neurons.names[i] for i in ids)))
         if not act:
             continue
-        dst_row = np.repeat(np.arange(len(ids)), degree[ids])
+        dst_row = np.repeat(np.arange(len(ids), dtype=np.int32), degree[ids])
         src = np.concatenate([neurons.indices[neurons.indptr[i]:neurons.indptr[i + 1]]
                               for i in ids])
-        for s in sorted(set(group_of[src].tolist())):
-            mask = group_of[src] == s
-            counts = np.bincount(dst_row[mask], minlength=len(ids))
-            indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            conns.append(Connection(names[s], names[g], "ragged", 0, (int(mask.sum()),),
-                                    indptr, local[src[mask]].astype(np.uint32)))
+        src_group = group_of[src]
+        for s in np.unique(src_group).tolist():
+            mask = src_group == s
+            indptr = np.zeros(len(ids) + 1, np.int64)
+            np.cumsum(np.bincount(dst_row[mask], minlength=len(ids)), out=indptr[1:])
+            conns.append(Connection(names[s], names[g], "ragged", 0, (int(indptr[-1]),),
+                                    indptr, local[src[mask]]))
     return blocks, conns
 
 
