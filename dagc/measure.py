@@ -330,15 +330,19 @@ def lanczos_norms(operator, C0: np.ndarray, tol: float, max_steps: int = _MAX_ST
     Hv, Gv = operator.apply(v)
     c = _row_lengths(v, Gv)
     q_prev = np.zeros_like(v)
+    spare = np.empty_like(v)  # three vectors rotate: no allocation per step
     beta = np.zeros(len(v))
     keep = c > 0.0  # a start of length 0 (U C0 = 0): nothing to measure, the norm is 0
     for step in range(max_steps):
         if not keep.all():
             active, operator = active[keep], operator.select(keep)
-            v, Hv, Gv, c, q_prev, beta = (x[keep] for x in (v, Hv, Gv, c, q_prev, beta))
+            v, Hv, Gv, c, q_prev, spare, beta = (
+                x[keep] for x in (v, Hv, Gv, c, q_prev, spare, beta))
         if not len(active):
             return norms
-        q, r, alpha = _three_term(v, Hv, Gv, c, q_prev, beta)
+        # v stays intact: the operator may return it as G v (G = I)
+        alpha = _three_term(v, Hv, Gv, c, q_prev, beta, q=spare)
+        q, r, spare = spare, q_prev, v
         Hr, Gr = operator.apply(r)
         beta = _row_lengths(r, Gr)
         if not (np.isfinite(alpha).all() and np.isfinite(beta).all()):
@@ -359,21 +363,19 @@ def lanczos_norms(operator, C0: np.ndarray, tol: float, max_steps: int = _MAX_ST
 
 
 @njit(cache=True, error_model="numpy")
-def _three_term(v, Hv, Gv, c, q_prev, beta):  # pragma: no cover (compiled)
-    """One Lanczos recurrence for every row: q = v / c, r = H q - beta q_prev - alpha q with
-    alpha = <q, H q - beta q_prev>. Paige's ordering: beta q_prev comes off before alpha is
-    formed. Returns (q, r, alpha)."""
-    q = np.empty_like(v)
-    r = np.empty_like(v)
+def _three_term(v, Hv, Gv, c, q_prev, beta, q):  # pragma: no cover (compiled)
+    """One Lanczos recurrence for every row: q = v / c, and in place of q_prev
+    r = H q - beta q_prev - alpha q with alpha = <q, H q - beta q_prev>. Paige's ordering:
+    beta q_prev comes off before alpha is formed. Returns alpha."""
     alpha = np.empty(v.shape[0])
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
             q[i, j] = v[i, j] / c[i]
-            r[i, j] = Hv[i, j] / c[i] - beta[i] * q_prev[i, j]
-        alpha[i] = _dot(Gv[i], r[i], c[i])
+            q_prev[i, j] = Hv[i, j] / c[i] - beta[i] * q_prev[i, j]
+        alpha[i] = _dot(Gv[i], q_prev[i], c[i])
         for j in range(v.shape[1]):
-            r[i, j] -= alpha[i] * q[i, j]
-    return q, r, alpha
+            q_prev[i, j] -= alpha[i] * q[i, j]
+    return alpha
 
 
 @njit(cache=True, error_model="numpy")

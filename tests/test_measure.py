@@ -125,6 +125,31 @@ def test_lanczos_finds_the_larger_end_of_a_plus_minus_pair():
     np.testing.assert_allclose(norms, [1.0, 3.0, 0.0], rtol=1e-8)
 
 
+class _Symmetric:
+    """Plain symmetric matrices, one per row, whose Gram matrix is the identity: apply returns
+    its input itself as G C, which Lanczos must not overwrite while it still reads it."""
+
+    def __init__(self, matrices):
+        self.matrices = matrices
+
+    def apply(self, C):
+        return np.einsum("rij,rj->ri", self.matrices, C), C
+
+    def select(self, keep):
+        return _Symmetric(self.matrices[keep])
+
+
+def test_lanczos_on_an_operator_that_returns_its_input_as_the_gram_product():
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((3, 60, 60))
+    A = A + A.transpose(0, 2, 1)
+    u, t = rng.standard_normal((2, 60))
+    A[1] = np.outer(u, u) - 0.5 * np.outer(t, t)  # rank 2: done in 2 steps, the batch shrinks
+    start = np.tile(rng.standard_normal(60), (3, 1))
+    norms = M.lanczos_norms(_Symmetric(A), start, 1e-10)
+    np.testing.assert_allclose(norms, np.abs(np.linalg.eigvalsh(A)).max(axis=1), rtol=1e-9)
+
+
 @pytest.mark.parametrize("arch", ["densenet3", "resnet3", "sparse3", "randdag", "two_outputs"])
 def test_factored_hessian_has_the_nonzero_spectrum_of_the_hessian(arch, two_outputs):
     # The operator on coordinates, assembled column by column, against the dense Hessian:
