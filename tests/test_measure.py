@@ -144,7 +144,7 @@ def test_lanczos_on_an_operator_that_returns_its_input_as_the_gram_product():
     A = rng.standard_normal((3, 60, 60))
     A = A + A.transpose(0, 2, 1)
     u, t = rng.standard_normal((2, 60))
-    A[1] = np.outer(u, u) - 0.5 * np.outer(t, t)  # rank 2: done in 2 steps, the batch shrinks
+    A[1] = np.outer(u, u) - 0.5 * np.outer(t, t)  # rank 2: done within 3 steps, the batch shrinks
     start = np.tile(rng.standard_normal(60), (3, 1))
     norms = M.lanczos_norms(_Symmetric(A), start, 1e-10)
     np.testing.assert_allclose(norms, np.abs(np.linalg.eigvalsh(A)).max(axis=1), rtol=1e-9)
