@@ -201,11 +201,8 @@ def _compile(results: dict) -> list[str]:
 def _memory(results: dict) -> list[str]:
     if not results["memory"]:
         return []
-    probes = results["memory"]
-    if isinstance(probes, dict):  # saved before 2048 and 4096: {arch: probe}, no runtime RSS
-        probes = [{"arch": arch, **probe} for arch, probe in probes.items()]
     body = []
-    for probe in probes:
+    for probe in results["memory"]:
         arch, width = probe["arch"], str(probe["width"])
         if "error" in probe:
             body.append([arch, width] + ["-"] * 7 + [probe["error"][:120]])
@@ -214,12 +211,11 @@ def _memory(results: dict) -> list[str]:
         vectors = reference - probe["weights_bytes"]
         increase = probe["peak_rss"] - probe["rss_before"]
         body.append([arch, width, f"{probe['n_params']:,}", _bytes(probe["peak_rss"]),
-                     _bytes(probe["rss_runtime"]) if "rss_runtime" in probe else "-",
+                     _bytes(probe["rss_runtime"]),
                      f"{_bytes(probe['weights_bytes'])} + {_bytes(vectors)} "
                      f"({probe['lanczos_vectors']} vectors of {probe['vector_length']:,})",
                      f"{probe['peak_rss'] / reference:.2f}x",
-                     f"{(probe['peak_rss'] - probe['rss_runtime']) / reference:.2f}x"
-                     if "rss_runtime" in probe else "-",
+                     f"{(probe['peak_rss'] - probe['rss_runtime']) / reference:.2f}x",
                      f"{_bytes(increase)} ({increase / vectors:.2f}x the vectors)",
                      f"{probe['how']}, {probe['seconds']:.1f} s"])
     return ["## Memory of one Hessian norm (fresh process)", "",

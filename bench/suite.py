@@ -32,7 +32,7 @@ class Config:
     ntk_inputs: int = 128
     norm_inputs: int = 16
     lanczos_budget: float = 120.0  # seconds a peer may spend on one Lanczos row
-    # At 2048 the process's fixed ~190 MiB (interpreter, numba, LLVM, code) outweighs the
+    # At 2048 the process's fixed ~185 MiB (interpreter, numba, LLVM, code) outweighs the
     # weights; 4096 shows how the peak approaches weights + vectors as they dominate.
     memory_widths: list[int] = field(default_factory=lambda: [2048, 4096])
     compile: bool = True
