@@ -7,6 +7,8 @@ ragged connections (CSR index arrays), so both kinds compile through the same te
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +133,8 @@ def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -
     except MemoryError:
         raise DagcError(f"{spec.path}: not enough memory for the network at width "
                         f"{width}") from None
+    if spec.graph is not None:
+        _release_freed_heap()
     return _finish(spec, width, blocks, conns)
 
 
@@ -317,6 +321,20 @@ def _read_networkx(path: Path, where: str) -> nx.DiGraph:
         if graph.number_of_edges(u, v) > 1:
             raise DagcError(f"{path}: the edge {u!r} -> {v!r} is listed more than once")
     return nx.DiGraph(graph)
+
+
+def _release_freed_heap() -> None:
+    """Hand the heap that grouping a neuron DAG freed back to the OS. Its temporaries (index
+    arrays of up to a few tens of MB) fall under glibc's adaptive mmap threshold, so they
+    come from the heap, and glibc keeps the freed blocks: 62 MiB of resident memory for
+    randdag at width 4096, half its weights. Linux only: elsewhere the C library has no
+    malloc_trim."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # a C library other than glibc (musl has it as a no-op)
+        pass
 
 
 def _csr(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
