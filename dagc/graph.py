@@ -333,7 +333,7 @@ def _release_freed_heap() -> None:
         return
     try:
         ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):  # a C library other than glibc (musl has it as a no-op)
+    except (AttributeError, OSError):  # a C library other than glibc
         pass
 
 
