@@ -120,6 +120,29 @@ def copy_gbps(n_bytes: int = 1 << 28, repeats: int = 5) -> dict:
             "bytes": src.nbytes}
 
 
+def batch_product_gain(width: int, rows: int, repeats: int = 15) -> dict:
+    """GFLOP/s of the two products a Lanczos step makes with a width x width weight matrix
+    (W @ a.T forward, g @ W backward) for one row and for `rows` rows, interleaved: the
+    most that batching `rows` Lanczos runs can gain on a dense network's products here."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((width, width))
+    steps = {}
+    for n in (1, rows):
+        a = rng.standard_normal((n, width))
+        aT = np.ascontiguousarray(a.T)
+        steps[n] = lambda a=a, aT=aT: (W @ aT, a @ W)
+        steps[n]()
+    times = {n: [] for n in steps}
+    for _ in range(repeats):
+        for n, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[n].append(time.perf_counter() - start)
+    rates = {n: 4.0 * n * width ** 2 / float(np.median(t)) / 1e9 for n, t in times.items()}
+    return {"width": width, "rows": rows, "one_row_gflops": rates[1],
+            "batch_gflops": rates[rows], "gain": rates[rows] / rates[1]}
+
+
 def limits() -> dict:
     """Both limits, with the load average at the time (a busy machine lowers them)."""
     return {"matmul_gflops": matmul_gflops(), "copy_gbps": copy_gbps(),

@@ -88,7 +88,7 @@ def markdown(results: dict) -> str:
         out += ["## Notes", ""] + [f"- {note}" for note in results["notes"]] + [""]
     for case in results["cases"]:
         out += _case(case, flops, copy)
-    out += _targets(results)
+    out += _targets(results, flops, copy)
     out += _compile(results)
     out += _memory(results)
     return "\n".join(out) + "\n"
@@ -144,27 +144,59 @@ def _case(case: dict, flops: float, copy: float) -> list[str]:
 
 
 def _fraction(row: dict, flops: float, copy: float) -> str:
+    share = _share(row, flops, copy)
+    return "-" if share is None else f"{100 * share:.0f}% ({_unit(row)})"
+
+
+def _share(row: dict, flops: float, copy: float) -> float | None:
+    """dagc's rate in a timed row as a fraction of the machine limit that bounds it."""
     limit = row.get("limit")
     if not limit:
-        return "-"
-    seconds = row["seconds"]["dagc"]
+        return None
     peak = (flops if limit["kind"] == "flop" else copy) * 1e9
-    unit = "FLOP/s" if limit["kind"] == "flop" else "GB/s copy"
-    return f"{100 * limit['amount'] / seconds / peak:.0f}% ({unit})"
+    return limit["amount"] / row["seconds"]["dagc"] / peak
 
 
-def _targets(results: dict) -> list[str]:
+def _unit(row: dict) -> str:
+    return "FLOP/s" if row["limit"]["kind"] == "flop" else "GB/s copy"
+
+
+def _targets(results: dict, flops: float, copy: float) -> list[str]:
     body = []
     for case in results["cases"]:
         for row in case["rows"]:
+            share = _share(row, flops, copy)
             for check in row["targets"]:
                 met = {True: "yes", False: "**no**", None: "n/a"}[check["met"]]
                 body.append([case["arch"], str(case["width"]), check["label"],
-                             _ratio(check["ratio"]), met])
+                             _ratio(check["ratio"]), met, _needs(row, check, share)])
+            if row["op"] == "hvp" and case["width"] == targets.HVP_BANDWIDTH_WIDTH \
+                    and share is not None:
+                body.append([case["arch"], str(case["width"]),
+                             f"HVP >= {targets.HVP_BANDWIDTH:.0%} of copy bandwidth "
+                             "(counting 3 * 8P bytes)", f"{share:.0%}",
+                             "yes" if share >= targets.HVP_BANDWIDTH else "**no**",
+                             f"at most {targets.HVP_BANDWIDTH_BOUND:.0%}: forward-over-reverse "
+                             "moves >= 5 * 8P bytes"])
     if not body:
         return []
-    return ["## Issue-4 targets (ratio = dagc / peer, median of rounds)", ""] + \
-        _table(["arch", "width", "target", "ratio", "met"], body) + [""]
+    return ["## Issue-4 targets (ratio = dagc / peer, median of rounds)", "",
+            "To meet it (missed targets): the fraction of the bounding machine limit that "
+            "dagc would have to reach (its current fraction x ratio / target), or what bounds "
+            "the target.", ""] + \
+        _table(["arch", "width", "target", "ratio", "met", "to meet it"], body) + [""]
+
+
+def _needs(row: dict, check: dict, share: float | None) -> str:
+    if check["met"] is not False:
+        return ""
+    gain = row.get("product_gain")
+    if gain and check["group"] == "dagc 16 x hessian_norm":
+        return (f"{gain['rows']}-row products run {gain['gain']:.2f}x one row's rate "
+                f"({gain['batch_gflops']:.1f} vs {gain['one_row_gflops']:.1f} GFLOP/s)")
+    if share is None or check["ratio"] is None:
+        return ""
+    return f"{100 * share * check['ratio'] / check['bound']:.0f}% ({_unit(row)})"
 
 
 def _compile(results: dict) -> list[str]:

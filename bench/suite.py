@@ -159,6 +159,9 @@ def run_case(arch, width, config: Config, frameworks, measure, log) -> dict:
         del fns
     if measure is not None:
         case["rows"] += _lanczos_rows(net, measure, variants, config, rng, log, case["notes"])
+        if not desc.sparse:  # sparse layers gather: BLAS products do not bound them
+            case["rows"][-1]["product_gain"] = machine.batch_product_gain(width,
+                                                                          config.norm_inputs)
         case["sweep_cells"] = _sweep_cells(net, measure, log, case["notes"])
     case["load_average"].append(machine.load_average())
     return case

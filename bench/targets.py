@@ -31,5 +31,13 @@ def compile_total(probe: dict) -> float:
     return sum(probe["first_call_seconds"][p] for p in COMPILED_PASSES)
 
 
+# HVP at width 2048: >= 70% of the copy bandwidth, counting 3 * 8P bytes (read w and v, write
+# the result). Forward-over-reverse reads every weight and tangent weight twice, once per sweep
+# (the backward sweep needs adjoints that depend on the whole forward sweep), and writes the
+# result once: at least 5 * 8P bytes, so the count reaches at most 3/5 of the bandwidth.
+HVP_BANDWIDTH = 0.70
+HVP_BANDWIDTH_WIDTH = 2048
+HVP_BANDWIDTH_BOUND = 3 / 5
+
 # 16-input Hessian norms: hessian_norms must have >= 3x the throughput of 16 single runs.
 BATCH_NORMS_SPEEDUP = 3.0
