@@ -310,8 +310,20 @@ def _lanczos_rows(net, measure, variants, config: Config, rng, log, notes) -> li
                            "group": "dagc 16 x hessian_norm",
                            "bound": 1 / targets.BATCH_NORMS_SPEEDUP,
                            "ratio": 1 / speedup, "met": speedup >= targets.BATCH_NORMS_SPEEDUP})
+    row["step_gain"] = _step_gain(net, w, X, config.settings)
     rows.append(row)
     return rows
+
+
+def _step_gain(net, w, X: np.ndarray, settings: Settings) -> float:
+    """Throughput of one Lanczos step of `hessian_norms` (`FactoredHessian.apply`) for all
+    rows of X against one row, interleaved: what batching can gain once the step count and
+    the bookkeeping are set aside."""
+    batch, single = net.factored_hessian(w, X), net.factored_hessian(w, X[:1])
+    C = np.ones((batch.rows, batch.size))
+    timings = compare({"batch": lambda: batch.apply(C), "one row": lambda: single.apply(C[:1])},
+                      settings)
+    return len(X) / timings.ratio("batch", ["one row"])["median"]
 
 
 def _jsonable(value):
