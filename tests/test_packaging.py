@@ -84,13 +84,21 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
-    """A fresh venv that sees numpy/numba from the system but gets dagc from the wheel."""
+    """A fresh venv that sees numpy/numba from this interpreter but gets dagc from the wheel."""
     root = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
-                    str(root)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True,
+                   timeout=300)
     python = root / "bin" / "python"
-    # The system's pip runs inside the venv (system site-packages are visible) and installs
-    # into it; --force-reinstall because the editable install of the checkout is visible too.
+    # This interpreter's site directories (a venv's or the system's, wherever the tests run)
+    # go on the new venv's path after its own. Listed in a .pth file they are plain path
+    # entries, so their own .pth files, among them the checkout's editable install, do not run.
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    purelib = subprocess.run([str(python), "-c", where], capture_output=True, text=True,
+                             check=True, timeout=60).stdout.strip()
+    inherited = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    Path(purelib, "inherited.pth").write_text("\n".join(inherited) + "\n")
+    # This interpreter's pip runs inside the venv and installs into it; --force-reinstall
+    # so that pip does not count the checkout's editable install as dagc already there.
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index",
                               "--force-reinstall", "--quiet", str(wheel)],
                              capture_output=True, text=True, timeout=300)
