@@ -66,7 +66,7 @@ def dagc_revision() -> dict:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                               capture_output=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dagc", "templates"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dagc"],
                                cwd=root, text=True, capture_output=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "modified": []}

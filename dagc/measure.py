@@ -29,7 +29,7 @@ from numba import njit
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .errors import DagcError
-from .ritz import extreme_ritz_rows
+from .linalg.ritz import extreme_ritz_rows
 from .runtime import CompiledNet
 
 __all__ = [

@@ -11,8 +11,10 @@ from types import ModuleType
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 
-from . import codegen, graph, spec
+from .backend import render as codegen
 from .errors import DagcError
+from .frontend import spec
+from .ir import graph
 
 _LOADED: dict[tuple[Path, bool], ModuleType] = {}
 

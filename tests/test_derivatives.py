@@ -18,7 +18,7 @@ import pytest
 from reference import Reference
 
 import dagc
-from dagc.spec import bundled_names
+from dagc.frontend.spec import bundled_names
 
 # Beside the bundled architectures, one "kitchen sink" exercises under numba what they do not:
 # two input groups, three output blocks (one non-linear, one in layer 1), biases, sparse

@@ -44,7 +44,8 @@ PROBE = textwrap.dedent("""\
     import json, sys
     import numpy as np
     import dagc
-    from dagc import codegen, spec
+    from dagc.backend import render as codegen
+    from dagc.frontend import spec
 
     user_file, = sys.argv[1:]
     tiny = dagc.compile(user_file)
@@ -108,11 +109,12 @@ def venv(wheel, tmp_path_factory) -> Path:
 
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    templates = {p.name for p in (ROOT / "templates").glob("*.j2")}
-    assert templates and {f"dagc/templates/{t}" for t in templates} <= names
+    templates = {p.name for p in (ROOT / "dagc" / "backend" / "templates").glob("*.j2")}
+    assert templates and {f"dagc/backend/templates/{t}" for t in templates} <= names
     bundled = {p.name for p in (ROOT / "dagc" / "architectures").glob("*.yaml")}
     assert bundled and {f"dagc/architectures/{a}" for a in bundled} <= names
-    assert {"dagc/__init__.py", "dagc/__main__.py", "dagc/cli.py", "dagc/codegen.py"} <= names
+    assert {"dagc/__init__.py", "dagc/__main__.py", "dagc/cli/__init__.py",
+            "dagc/backend/render.py"} <= names
     assert not [n for n in names if n.startswith(("tests/", "generated/", "bench/"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names
@@ -139,7 +141,7 @@ def test_installed_wheel_compiles_and_runs(venv, tmp_path):
         assert Path(path).is_relative_to(site), f"{path} is not from the wheel"
         assert not Path(path).is_relative_to(ROOT)
     assert Path(found["templates"]).name == "templates"
-    assert found["bundled_names"] == dagc.spec.bundled_names()
+    assert found["bundled_names"] == dagc.frontend.spec.bundled_names()
     for module in (found["tiny_module"], found["mlp_module"]):
         assert Path(module).parent == cache / "generated"
     assert found["tiny_jitted"]

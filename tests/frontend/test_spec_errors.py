@@ -23,8 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dagc
-from dagc import codegen, expr, graph, spec
+from dagc.backend import render as codegen
 from dagc.errors import DagcError
+from dagc.frontend import expr, spec
+from dagc.ir import graph
 
 GOOD = """\
 name: good

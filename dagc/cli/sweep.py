@@ -10,8 +10,8 @@ import json
 import os
 import sys
 
-from . import report, store, sweep
-from .errors import DagcError
+from ..errors import DagcError
+from ..experiments import report, store, sweep
 
 DEFAULT_DB = "dagc-results.sqlite"
 DEFAULT_REPORT_DIR = "report"
@@ -157,7 +157,7 @@ def _report(args) -> int:
 
 def _cluster_executor(address: str | None, scheduler_file: str | None = None):
     try:
-        from . import cluster
+        from ..experiments import dask as cluster
     except ImportError as err:
         raise DagcError(f"--scheduler: Dask cluster support is not available ({err})") from None
     if scheduler_file is not None:

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import DagcError
-from .graph import IR
+from ..errors import DagcError
+from ..ir.graph import IR
 
 
 def templates_dir() -> Path:
-    """The templates shipped in the wheel (dagc/templates) or, in a checkout, ../templates."""
-    inside = Path(__file__).parent / "templates"
-    return inside if inside.is_dir() else Path(__file__).parent.parent / "templates"
+    """The per-architecture templates, shipped inside the package."""
+    return Path(__file__).parent / "templates"
 
 
 _ENV = jinja2.Environment(

@@ -15,8 +15,9 @@ import pytest
 
 import dagc
 from dagc import measure as M
-from dagc import runtime, spec
+from dagc import runtime
 from dagc.errors import DagcError
+from dagc.frontend import spec
 
 BUNDLED = ("mlp3", "densenet3", "sparse3", "softout")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.linalg import eigh_tridiagonal
 
-from dagc import ritz
+from dagc.linalg import ritz
 
 EPS = np.finfo(np.float64).eps
 

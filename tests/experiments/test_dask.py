@@ -40,9 +40,11 @@ distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 cloudpickle = pytest.importorskip("cloudpickle")
 
-from dagc import cli, cluster, sweep  # noqa: E402
+from dagc import cli  # noqa: E402
 from dagc.errors import DagcError  # noqa: E402
-from dagc.store import Store  # noqa: E402
+from dagc.experiments import dask as cluster  # noqa: E402
+from dagc.experiments import sweep  # noqa: E402
+from dagc.experiments.store import Store  # noqa: E402
 
 # The workers cannot import this file: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -54,7 +56,7 @@ METRICS = ("gradient", "hessian")
 HUGE = 10**6  # mlp3 at this width has 2e12 parameters: runtime refuses to init it
 
 WARM = textwrap.dedent(f"""\
-    from dagc import sweep
+    from dagc.experiments import sweep
     archs = sweep.load_architectures([{ARCH!r}], [8])
     for cell in sweep.plan(archs, [8], [0], {METRICS!r}, sweep.make_options()):
         assert sweep.run_cell(cell).status == "ok"
@@ -165,8 +167,9 @@ def test_killed_worker_cells_rerun_elsewhere_and_every_cell_is_stored_once(env):
 
 CLIENT = """\
 import sys, time
-from dagc import cluster, sweep
-from dagc.store import Store
+from dagc.experiments import dask as cluster
+from dagc.experiments import sweep
+from dagc.experiments.store import Store
 
 def slow(cell):
     time.sleep(0.5)

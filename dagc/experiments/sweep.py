@@ -38,8 +38,11 @@ import numba
 from numba.np.ufunc import parallel as numba_parallel
 from threadpoolctl import threadpool_limits
 
-from . import __version__, codegen, graph, measure, runtime, spec
-from .errors import DagcError
+from .. import __version__, measure, runtime
+from ..backend import render as codegen
+from ..errors import DagcError
+from ..frontend import spec
+from ..ir import graph
 from .store import Store, host_name
 
 # The metrics of dagc.measure (design.md section 5), for checking arguments before it is loaded.

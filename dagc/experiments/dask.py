@@ -34,8 +34,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from ..errors import DagcError
 from . import sweep
-from .errors import DagcError
 from .sweep import Cell, Result
 
 INSTALL_HINT = 'install it with pip install "dagc[dask]"'
@@ -136,7 +136,7 @@ class DaskExecutor:
             self._say(f"cluster: no workers at {self.address} yet; cells wait for some "
                       f"(start them with `dask worker {self.address} --nthreads 1`)")
             return
-        from . import __version__
+        from .. import __version__
 
         try:
             answers = self.client.run(_worker_info, on_error="return")
@@ -325,7 +325,7 @@ def _run_task(cell: Cell, fn: Callable | None, sweep_id: str, key: str
 
 
 def _worker_info() -> dict:
-    from . import __version__
+    from .. import __version__
 
     return {"dagc": __version__, "pid": os.getpid()}
 

@@ -9,8 +9,11 @@ import argparse
 import os
 import sys
 
-from . import codegen, graph, runtime, spec
-from .errors import DagcError
+from .. import runtime
+from ..backend import render as codegen
+from ..errors import DagcError
+from ..frontend import spec
+from ..ir import graph
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"directory for the module (default: {runtime.cache_dir()})")
     comp.set_defaults(run=_compile)
 
-    from . import sweep_cli  # the sweep and report commands live beside their modules
+    from . import sweep as sweep_cli  # the sweep and report commands
 
     sweep_cli.add_commands(commands)
     return parser

@@ -10,8 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from dagc import cli, report
-from dagc.store import Store
+from dagc import cli
+from dagc.experiments import report
+from dagc.experiments.store import Store
 
 WIDTHS = (16, 32, 64, 128, 256, 512, 1024)
 

@@ -33,7 +33,7 @@ from test_random_architectures import (
 )
 
 import dagc
-from dagc.spec import bundled_names
+from dagc.frontend.spec import bundled_names
 
 BIAS = ("<bias>", 0)
 
@@ -206,7 +206,7 @@ def test_graph_seed_determines_the_graph(name):
     assert not same_sources(net, other)
     assert same_sources(other, dagc.compile(name, width=8, graph_seed=1, jit=False))
     # the file's own graph_seed key is the same seed
-    text = dagc.spec.load(name).text + "\ngraph_seed: 1\n"
+    text = dagc.frontend.spec.load(name).text + "\ngraph_seed: 1\n"
     assert same_sources(other, compile_file(write(text, ".yaml"), width=8))
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .errors import DagcError
+from ..errors import DagcError
 
 SCHEMA_VERSION = 1
 APPLICATION = "dagc-results"
@@ -254,7 +254,7 @@ def _create(connection: sqlite3.Connection, path: Path) -> None:
     """Initialize a new (or empty) file. Safe when several processes create one store at once:
     the tables are created if missing and the meta rows inserted if missing, in one
     transaction."""
-    from . import __version__
+    from .. import __version__
 
     try:
         connection.execute("PRAGMA journal_mode = WAL")

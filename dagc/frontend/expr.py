@@ -11,7 +11,7 @@ import re
 import reprlib
 from fractions import Fraction
 
-from .errors import DagcError
+from ..errors import DagcError
 
 _TOKEN = re.compile(r"\s*(?:([0-9]+)|(width)\b|(//|[-+*/()]))")
 MAX_LENGTH = 200  # characters of an expression: keeps the recursive parser far from the limit

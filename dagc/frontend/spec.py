@@ -16,12 +16,12 @@ from pathlib import Path
 import networkx as nx
 import yaml
 
+from ..errors import DagcError
 from . import expr
-from .errors import DagcError
 from .expr import show
 
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "softplus", "erf", "gelu", "sin", "relu")
-BUNDLED_DIR = Path(__file__).parent / "architectures"
+BUNDLED_DIR = Path(__file__).parent.parent / "architectures"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_NAME = 100  # characters: module and numba cache file names must stay below 255 bytes
 _TOP_KEYS = {"name", "width", "inputs", "blocks", "graph", "graph_seed", "act"}

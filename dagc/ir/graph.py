@@ -15,9 +15,9 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from . import expr
-from .errors import DagcError
-from .spec import ACTIVATIONS, RandomDag, Spec, check_acyclic
+from ..errors import DagcError
+from ..frontend import expr
+from ..frontend.spec import ACTIVATIONS, RandomDag, Spec, check_acyclic
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,12 @@ from pathlib import Path
 import pytest
 import threadpoolctl
 
-from dagc import cli, graph, spec, sweep
+from dagc import cli
 from dagc.errors import DagcError
-from dagc.store import Store
+from dagc.experiments import sweep
+from dagc.experiments.store import Store
+from dagc.frontend import spec
+from dagc.ir import graph
 
 TESTS = Path(__file__).resolve().parent
 ARCHS = ["mlp3", "bottleneck3"]
@@ -282,7 +285,8 @@ import signal
 import sys
 sys.path.insert(0, {tests!r})
 import test_sweep
-from dagc import cli, sweep
+from dagc import cli
+from dagc.experiments import sweep
 
 if __name__ == "__main__":
     # Ctrl-C as at a terminal: a job started in the background (`pytest &`) inherits an
@@ -523,7 +527,7 @@ def test_cli_scheduler_uses_the_cluster_executor(tmp_path, fake, capsys, monkeyp
     import dagc
 
     fake_cluster = types.SimpleNamespace(dask_executor=dask_executor)
-    monkeypatch.setitem(sys.modules, "dagc.cluster", fake_cluster)
+    monkeypatch.setitem(sys.modules, "dagc.experiments.dask", fake_cluster)
     monkeypatch.setattr(dagc, "cluster", fake_cluster, raising=False)
     db = tmp_path / "r.sqlite"
     args = ["sweep", "mlp3", "--widths", "4,8", "--seeds", "1", "--metrics", "gradient",
@@ -538,7 +542,7 @@ def test_cli_scheduler_uses_the_cluster_executor(tmp_path, fake, capsys, monkeyp
 
 
 def test_cli_locked_store_is_one_line(tmp_path, fake, capsys, monkeypatch):
-    from dagc import store
+    from dagc.experiments import store
 
     db = tmp_path / "r.sqlite"
     _run(_cells(archs=["mlp3"], widths=(4,), seeds=1), db)

@@ -3,9 +3,11 @@
 import ast
 from pathlib import Path
 
-from dagc import codegen, graph, spec
+from dagc.backend import render as codegen
+from dagc.frontend import spec
+from dagc.ir import graph
 
-GENERATED = Path(__file__).parent.parent / "generated"
+GENERATED = Path(__file__).resolve().parents[2] / "generated"
 
 
 def test_checked_in_modules_match_a_fresh_render(tmp_path):

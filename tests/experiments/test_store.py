@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from dagc.errors import DagcError
-from dagc.store import APPLICATION, SCHEMA_VERSION, Store, check
+from dagc.experiments.store import APPLICATION, SCHEMA_VERSION, Store, check
 
 
 def _row(width=64, seed=0, metric="hessian", status="ok", value=0.5, **extra):

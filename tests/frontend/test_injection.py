@@ -20,8 +20,10 @@ import pytest
 import yaml
 
 import dagc
-from dagc import codegen, graph, spec
+from dagc.backend import render as codegen
 from dagc.errors import DagcError
+from dagc.frontend import spec
+from dagc.ir import graph
 
 PWN = "__import__('os').system('touch PWNED')"
 HOSTILE_NAMES = [

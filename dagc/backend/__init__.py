@@ -1,0 +1,1 @@
+"""Backend: IR -> generated Python module (templates), shared numba kernels, module cache."""

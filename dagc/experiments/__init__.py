@@ -1,0 +1,1 @@
+"""Experiments: sweep cells, the results store, executors (local, Dask) and reports."""

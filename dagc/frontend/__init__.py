@@ -1,0 +1,1 @@
+"""Frontend: architecture files (YAML, dicts, graph files) -> `Spec`; size expressions."""

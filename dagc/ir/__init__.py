@@ -1,0 +1,1 @@
+"""IR: a `Spec` at one width -> blocks in topological order, connections, scales, layout."""

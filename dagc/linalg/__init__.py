@@ -1,0 +1,1 @@
+"""Linear algebra on operators: Lanczos and Ritz values."""

@@ -1,0 +1,1 @@
+"""Ops: the activation registry (value, derivatives, Gaussian expectations)."""
