@@ -10,6 +10,10 @@ from pathlib import Path
 DEFAULT_ARCHS = "densenet3,sparse3,randdag"
 DEFAULT_WIDTHS = "128,512,2048"
 QUICK_WIDTHS = "32,64"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+NOTES = ROOT / "bench" / "notes.md"
+DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +39,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7)")
     parser.add_argument("--render", metavar="JSON", default=None,
                         help="only re-render the markdown report of a saved JSON result")
+    parser.add_argument("--render-docs", action="store_true",
+                        help=f"only write {DOCS_PAGE.relative_to(ROOT)} from "
+                             f"{RESULTS.relative_to(ROOT)} and {NOTES.relative_to(ROOT)}")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for every library (BLAS, OpenMP, numba, torch, XLA); "
                              "default: each library's own default")
@@ -58,6 +65,15 @@ def _set_threads(n: int) -> None:
                                    "intra_op_parallelism_threads=1").strip()
 
 
+def docs_page() -> str:
+    """The text of docs/benchmarks.md, from the saved latest run and the hand-written notes."""
+    import json
+
+    from . import report
+
+    return report.docs_page(json.loads(RESULTS.read_text()), NOTES.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     unknown = set(args.peers.split(",")) - {"", "jax", "torch"}
@@ -65,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--peers: unknown framework(s) {', '.join(sorted(unknown))} (known: jax, torch)",
               file=sys.stderr)
         return 2
+    if args.render_docs:
+        DOCS_PAGE.write_text(docs_page())
+        print(f"wrote {DOCS_PAGE}", file=sys.stderr)
+        return 0
     if args.render:
         import json
 
