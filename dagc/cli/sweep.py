@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import DagcError
-from ..experiments import report, store, sweep
+from ..experiments import local, report, store, sweep
 
 DEFAULT_DB = "dagc-results.sqlite"
 DEFAULT_REPORT_DIR = "report"
@@ -66,17 +66,27 @@ def add_commands(commands) -> None:
     p.set_defaults(run=_sweep)
 
     r = commands.add_parser(
-        "report", help="table, fitted slopes, CSV and log-log plots of a results store",
-        description="Summarize a results store: per architecture and metric, the values over "
-                    "widths and seeds, the fitted slope b of log(value) = a + b log(width) "
-                    "with a bootstrap 95% CI over seeds, and a verdict.")
-    r.add_argument("db", metavar="FILE", help="results store")
+        "report", help="table, fitted slopes, CSV and log-log figure of a results store",
+        description="Summarize a results store (or a cells CSV a report wrote): per "
+                    "architecture, metric and option set, the values over widths and seeds, "
+                    "the slope b of log(value) = a + b log(x) with a 95% t-interval over the "
+                    "per-seed slopes, the lack of fit, and a verdict against the exponent "
+                    "theory expects (docs/reporting.md).")
+    r.add_argument("db", metavar="FILE", help="results store, or a cells.csv of a report")
     r.add_argument("-o", "--output", metavar="DIR",
-                   help=f"where to write {report.CSV_NAME}, {report.PLOT_NAME} and "
-                        f"{report.JSON_NAME} (default: {DEFAULT_REPORT_DIR}; with --json, "
-                        "only when given)")
+                   help=f"where to write {report.CSV_NAME}, {report.TABLE_NAME}, "
+                        f"{report.JSON_NAME}, {report.PLOT_NAME} and {report.VECTOR_NAME} "
+                        f"(default: {DEFAULT_REPORT_DIR}; with --json, only when given)")
     r.add_argument("--json", action="store_true",
-                   help="print a JSON list, one object per (architecture, metric)")
+                   help="print a JSON list, one object per (architecture, metric, options)")
+    r.add_argument("--x", choices=report.X_AXES, default="m",
+                   help="fit against the paper's width m or the file's width (default: m)")
+    r.add_argument("--arch", metavar="A,A,...", help="only these architectures")
+    r.add_argument("--metric", metavar="M,M,...", help="only these metrics")
+    r.add_argument("--log-corrected", action="store_true",
+                   help="also fit value ~ x^b log(x)^c")
+    r.add_argument("--force", action="store_true",
+                   help="overwrite a directory that holds a different report (or other files)")
     r.set_defaults(run=_report)
 
 
@@ -114,7 +124,7 @@ def _sweep(args) -> int:
         executor = _cluster_executor(args.scheduler, args.scheduler_file)
         where = getattr(executor, "description", f"on the Dask cluster at {args.scheduler}")
     else:
-        executor = sweep.make_executor(jobs)
+        executor = local.make_executor(jobs)
         where = f"{jobs} job(s)"
     with store.Store.open(args.db) as results:
         done = len(results.finished() & {c.key for c in cells})
@@ -125,9 +135,9 @@ def _sweep(args) -> int:
             outcome = sweep.run_sweep(cells, results, executor, progress=not args.no_progress)
         except KeyboardInterrupt:
             done = len(results.finished() & {c.key for c in cells})
-            print(f"interrupted: {done} of {len(cells)} cells are finished in {args.db}; "
+            print(f"dagc: interrupted: {done} of {len(cells)} cells are stored in {args.db}; "
                   "run the same command again to resume", file=sys.stderr)
-            raise
+            return 130
         rows = results.rows(c.key for c in cells)
     summaries = report.summarize(rows)
     print(report.format_table(summaries), end="")
@@ -141,15 +151,23 @@ def _sweep(args) -> int:
 
 
 def _report(args) -> int:
-    rows = report.load(args.db)
-    summaries = report.summarize(rows)
+    directory = args.output or (None if args.json else DEFAULT_REPORT_DIR)
+    archs = _items(args.arch, "--arch") if args.arch is not None else None
+    metrics = _items(args.metric, "--metric") if args.metric is not None else None
+    source = None
+    if directory:
+        # recorded beside the report, so a rerun may refresh it and another report may not
+        source = dict(source=os.path.relpath(os.path.abspath(args.db), os.path.abspath(directory)),
+                      x=args.x, arch=archs, metric=metrics, log_corrected=args.log_corrected)
+        report.check_directory(directory, source, force=args.force)
+    rows = report.select(report.load(args.db), archs, metrics)
+    summaries = report.summarize(rows, x=args.x, log_corrected=args.log_corrected)
     if args.json:
         print(json.dumps(report.to_json(summaries), indent=1))
     else:
         print(report.format_table(summaries), end="")
-    directory = args.output or (None if args.json else DEFAULT_REPORT_DIR)
     if directory:
-        paths = _write(rows, summaries, directory)
+        paths = _write(rows, summaries, directory, source)
         if not args.json:
             print("wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -165,9 +183,9 @@ def _cluster_executor(address: str | None, scheduler_file: str | None = None):
     return cluster.dask_executor(address)
 
 
-def _write(rows, summaries, directory) -> list:
+def _write(rows, summaries, directory, source=None) -> list:
     try:
-        return report.write(rows, summaries, directory)
+        return report.write(rows, summaries, directory, source)
     except OSError as err:
         raise DagcError(f"{directory}: cannot write the report: {err.strerror or err}") from None
 

@@ -5,32 +5,26 @@ carries the architecture file's text, so whoever runs it (this process, a local 
 a cluster worker) needs nothing else. `run_cell(cell) -> Result` is a pure, picklable top-level
 function: the same cell gives the same numbers in any order, process or job count.
 
-An *executor* is a function `executor(cells, on_start=None)` that runs cells and yields their
-`Result`s as they complete (`on_start(cell)`, if given, is called when a cell starts).
-`serial_executor` runs them in this process; `process_executor(jobs)` in a local pool of
-single-threaded worker processes. The caller (`run_sweep`) writes every result to the store as
-it arrives, so an interrupted sweep loses only the cells in flight.
+An *executor* runs cells and yields their `Result`s as they complete: in this process or a
+local pool (`dagc.experiments.local`) or on a Dask cluster (`dagc.experiments.dask`).
+`run_sweep` writes every result to the store as it arrives, so an interrupted sweep loses only
+the cells in flight.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import importlib
 import json
-import multiprocessing
-import os
-import signal
 import sys
 import time
 import traceback
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing.connection import wait
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,7 +33,7 @@ from numba.np.ufunc import parallel as numba_parallel
 from threadpoolctl import threadpool_limits
 
 from .. import __version__, measure, runtime
-from ..backend import render as codegen
+from ..backend import cache
 from ..errors import DagcError
 from ..frontend import spec
 from ..ir import graph
@@ -52,13 +46,6 @@ QUICK_WIDTHS = (32, 64, 128, 256)
 QUICK_SEEDS = 2
 QUICK_METRICS = ("hessian", "gradient")
 QUICK_OPTIONS = dict(inputs=2)
-
-# Environment variables that make BLAS, OpenMP and numba use one thread. They must be set
-# before numpy or numba is imported, which in a spawned worker happens while it unpickles its
-# target, before any initializer runs; so they are set in the environment it starts with.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-
 
 @dataclass(frozen=True)
 class Architecture:
@@ -180,7 +167,7 @@ def load_architectures(names: Sequence[str | Path], widths: Sequence[int],
         for i, width in enumerate(sorted(widths)):
             ir = graph.build(parsed, width)
             if i == 0:
-                codegen.write_module(ir, runtime.cache_dir())
+                cache.write_module(ir, cache.cache_dir())
             if time.perf_counter() - start > validate_seconds:
                 break
         digest = parsed.digest
@@ -251,7 +238,9 @@ def run_cell(cell: Cell, *, load_net: Callable | None = None,
         value, extras = _split(out)
         status = "ok"
     except Exception as err:  # noqa: BLE001 - recorded as a failed cell, retried by a rerun
-        error = _describe(err)
+        if _caused_by_interrupt(err):  # Ctrl-C, wrapped by numba or a LAPACK callback
+            raise KeyboardInterrupt from err
+        error = describe_error(err)
     return Result(
         cell=cell, status=status, value=value, extras=extras, error=error,
         width_m=_int_attr(net, "width_m"), depth=_int_attr(net, "depth"),
@@ -275,7 +264,20 @@ def _split(out) -> tuple[float, dict]:
     return float(out["value"]), extras
 
 
-def _describe(err: BaseException) -> str:
+def _caused_by_interrupt(err: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in the chain of causes of `err`: compiled code that a
+    SIGINT interrupts reports it as a SystemError raised from the KeyboardInterrupt."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def describe_error(err: BaseException) -> str:
+    """One line naming an error, and where it was raised unless it is a `DagcError`."""
     where = traceback.extract_tb(err.__traceback__)
     message = " ".join(str(err).split()) or "(no message)"
     text = f"{type(err).__name__}: {message}"
@@ -294,171 +296,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-# --- executors ------------------------------------------------------------------------------
-
-Executor = Callable[..., Iterator[Result]]
-
-
-def serial_executor(cells: Iterable[Cell], on_start: Callable | None = None, *,
-                    fn: Callable[[Cell], Result] | None = None) -> Iterator[Result]:
-    """Run the cells one by one in this process, single-threaded like a pool worker (so the
-    numbers do not depend on the job count: BLAS sums in another order on more threads)."""
-    with single_threaded():
-        for cell in cells:
-            if on_start is not None:
-                on_start(cell)
-            yield (fn or run_cell)(cell)
-
-
-def make_executor(jobs: int, fn: Callable[[Cell], Result] | None = None) -> Executor:
-    """The executor of `dagc sweep --jobs N`: this process for 1, else a local pool."""
-    if jobs == 1:
-        return functools.partial(serial_executor, fn=fn)
-    return process_executor(jobs, fn)
-
-
-def process_executor(jobs: int, fn: Callable[[Cell], Result] | None = None) -> Executor:
-    """An executor running cells in `jobs` spawned worker processes, one cell at a time each.
-
-    Every worker uses one BLAS/OpenMP/numba thread (so `jobs` processes share the cores
-    instead of fighting over them) and keeps working on one (architecture, width) group, so it
-    compiles or loads each net once; idle workers take new groups, then help with unfinished
-    ones. A worker that dies (crash, out of memory) fails its cell and is replaced. `fn` must
-    be picklable (a top-level function or a `functools.partial` of one).
-    """
-    if jobs < 1:
-        raise DagcError(f"--jobs must be at least 1, got {jobs}")
-
-    def execute(cells: Iterable[Cell], on_start: Callable | None = None) -> Iterator[Result]:
-        return _pool(list(cells), jobs, fn or run_cell, on_start)
-
-    return execute
-
-
-class _Worker:
-    def __init__(self, context, fn: Callable, index: int):
-        self.conn, child = context.Pipe()
-        with single_threaded_environment():
-            self.process = context.Process(target=_worker_main, args=(child, fn, os.getpid()),
-                                           name=f"dagc-sweep-{index}", daemon=True)
-            self.process.start()
-        child.close()
-        self.cell: Cell | None = None
-        self.group: tuple | None = None
-        self.archs: set[str] = set()
-
-    def send(self, cell: Cell) -> None:
-        self.cell = cell
-        with contextlib.suppress(OSError, ValueError):  # a dead worker fails the cell below
-            self.conn.send(cell)
-
-    def stop(self, now: bool) -> None:
-        if not now:
-            with contextlib.suppress(OSError, ValueError):
-                self.conn.send(None)
-            self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=5)
-        self.conn.close()
-
-
-def _pool(cells: list[Cell], jobs: int, fn: Callable, on_start: Callable | None):
-    if not cells:
-        return
-    remaining: dict[tuple, deque] = {}
-    for cell in cells:
-        remaining.setdefault(cell.group, deque()).append(cell)
-    started: set[tuple] = set()
-    context = multiprocessing.get_context("spawn")
-    workers: list[_Worker] = []
-    abort = True
-    try:
-        workers = [_Worker(context, fn, i) for i in range(min(jobs, len(cells)))]
-        while True:
-            for worker in workers:
-                if worker.cell is None:
-                    cell = _next_cell(worker, workers, remaining, started)
-                    if cell is not None:
-                        if on_start is not None:
-                            on_start(cell)
-                        worker.send(cell)
-            busy = [w for w in workers if w.cell is not None]
-            if not busy:
-                break
-            wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
-            for i, worker in enumerate(workers):
-                if worker.cell is None:
-                    continue
-                result = _receive(worker)
-                if result is not None:
-                    worker.cell = None
-                    yield result
-                elif not worker.process.is_alive():
-                    cell, code = worker.cell, worker.process.exitcode
-                    worker.cell = None
-                    worker.stop(now=True)
-                    workers[i] = _Worker(context, fn, i)
-                    yield failed_result(cell, f"the worker process died (exit code {code}) "
-                                              "while running this cell")
-        abort = False
-    finally:
-        for worker in workers:
-            worker.stop(now=abort)
-
-
-def _receive(worker: _Worker) -> Result | None:
-    try:
-        if worker.conn.poll(0 if worker.process.is_alive() else 0.2):
-            return worker.conn.recv()
-    except (EOFError, OSError):
-        pass
-    return None
-
-
-def _next_cell(worker: _Worker, workers: list[_Worker], remaining: dict, started: set):
-    """Keep a worker on its group; else give it a new group, preferring an architecture it has
-    loaded, then one no other worker is loading; else help with the largest unfinished group."""
-    group = worker.group
-    if group is None or not remaining.get(group):
-        fresh = [g for g in remaining if g not in started and remaining[g]]
-        others = {w.group[0] for w in workers if w is not worker and w.group is not None
-                  and w.cell is not None}
-        group = next((g for g in fresh if g[0] in worker.archs), None) \
-            or next((g for g in fresh if g[0] not in others), None) \
-            or next(iter(fresh), None)
-        if group is None:
-            unfinished = [g for g in remaining if remaining[g]]
-            if not unfinished:
-                return None
-            group = max(unfinished, key=lambda g: len(remaining[g]))
-            cell = remaining[group].pop()  # take from the end: its owner works from the start
-            _assign(worker, group, started)
-            return cell
-        _assign(worker, group, started)
-    return remaining[group].popleft()
-
-
-def _assign(worker: _Worker, group: tuple, started: set) -> None:
-    started.add(group)
-    worker.group = group
-    worker.archs.add(group[0])
-
-
-@contextlib.contextmanager
-def single_threaded_environment() -> Iterator[None]:
-    """Temporarily set the thread-count variables to 1 (for starting worker processes)."""
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update({name: "1" for name in THREAD_VARIABLES})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
+# --- one thread per process -----------------------------------------------------------------
 
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
@@ -484,50 +322,14 @@ def _numba_threads(count: int) -> int | None:
     return previous
 
 
-def _worker_main(conn, fn: Callable, parent: int) -> None:
-    """A worker process: run the cells the parent sends, one at a time, until told to stop
-    (None) or the parent goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _die_with_parent(parent)
-    threadpool_limits(1)  # belt and braces: the environment already asked for one thread
-    while True:
-        try:
-            cell = conn.recv()
-        except (EOFError, OSError):
-            return
-        if cell is None:
-            return
-        start = time.perf_counter()
-        try:
-            result = fn(cell)
-        except Exception as err:  # noqa: BLE001 - a custom fn that raised
-            result = failed_result(cell, _describe(err), time.perf_counter() - start)
-        try:
-            conn.send(result)
-        except (OSError, ValueError):
-            return
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this worker when the sweep process dies (even by SIGKILL)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the parent died before prctl
-        os._exit(1)
-
-
 # --- the sweep ------------------------------------------------------------------------------
 
-def run_sweep(cells: Sequence[Cell], store: Store, executor: Executor | None = None,
+def run_sweep(cells: Sequence[Cell], store: Store, executor: Callable[..., Iterator[Result]],
               progress: bool = True) -> Outcome:
-    """Run the cells of a planned grid that the store does not hold finished, writing each
-    result as it arrives. A KeyboardInterrupt stops the sweep; finished cells stay stored."""
-    executor = executor or serial_executor
+    """Run the cells of a planned grid that the store does not hold finished with `executor`
+    (see `dagc.experiments.local`), writing each result as it arrives. A KeyboardInterrupt
+    stops the sweep and the executor (its workers, its cluster tasks); finished cells stay
+    stored, the cells in flight are not recorded."""
     finished = store.finished()
     todo = [c for c in cells if c.key not in finished]
     outcome = Outcome(cells=list(cells), skipped=len(cells) - len(todo), ran=0, failed=[])
@@ -550,8 +352,9 @@ def run_sweep(cells: Sequence[Cell], store: Store, executor: Executor | None = N
         running[cell.key] = cell
         show(refresh=True)
 
+    results = executor(todo, on_start=started)
     try:
-        for result in executor(todo, on_start=started):
+        for result in results:
             store.record(result.row())
             running.pop(result.cell.key, None)
             outcome.ran += 1
@@ -561,5 +364,7 @@ def run_sweep(cells: Sequence[Cell], store: Store, executor: Executor | None = N
             show(refresh=False)
             bar.update(1)
     finally:
+        if hasattr(results, "close"):  # stop its workers now, not when it is collected
+            results.close()
         bar.close()
     return outcome

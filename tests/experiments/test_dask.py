@@ -44,6 +44,7 @@ from dagc import cli  # noqa: E402
 from dagc.errors import DagcError  # noqa: E402
 from dagc.experiments import dask as cluster  # noqa: E402
 from dagc.experiments import sweep  # noqa: E402
+from dagc.experiments.local import serial_executor  # noqa: E402
 from dagc.experiments.store import Store  # noqa: E402
 
 # The workers cannot import this file: its functions travel by value.
@@ -102,7 +103,7 @@ def env(tmp_path_factory):
             out, _ = warm.communicate(timeout=300)
             assert warm.returncode == 0, out[-3000:]
             cells = plan()
-            reference = run(cells, root / "reference.sqlite", sweep.serial_executor)[1]
+            reference = run(cells, root / "reference.sqlite", serial_executor)[1]
             assert len(reference) == len(cells)
             assert all(r["status"] == "ok" for r in reference)
             yield SimpleNamespace(root=root, address=local.scheduler_address, client=client,
