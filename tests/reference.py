@@ -1,6 +1,7 @@
 """An independent PyTorch (float64) reference of a compiled network, at the neuron level.
 
-Built only from public facts of a `CompiledNet` (design.md sections 1-4):
+Built only from public facts of a `CompiledNet` (docs/design.md, The model; Parameter layout;
+Python API):
 
 - `net.layout`: (src, dst, kind, offset, shape) per parameter piece, src None for a bias;
 - `net.sources[(src, dst)]`: the source indices of sparse connections ((size_dst, fan_in)

@@ -1,4 +1,5 @@
-"""Sweeps on a Dask distributed cluster (design.md section 6): `dagc sweep --scheduler ADDR`.
+"""Sweeps on a Dask distributed cluster (docs/design.md, Executors: local and Dask):
+`dagc sweep --scheduler ADDR`.
 
 `dask_executor(scheduler)` connects to a running Dask scheduler and returns an executor (see
 `dagc.sweep`): every cell becomes one task that runs `sweep.run_cell(cell)` on a worker. The

@@ -1,4 +1,5 @@
-"""The SQLite results store of sweeps (design.md section 5).
+"""The SQLite results store of sweeps (docs/design.md, Sweeps, the results store and
+resume).
 
 One row per (architecture, width, seed, metric, options) cell, committed in its own
 transaction as soon as the cell finishes, so an interrupted sweep loses at most the cells in

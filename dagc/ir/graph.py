@@ -60,7 +60,8 @@ class Connection:
 
 @dataclass(frozen=True)
 class Piece:
-    """One entry of the parameter layout (design.md section 3); src is None for a bias."""
+    """One entry of the parameter layout (docs/design.md, Parameter layout); src is None
+    for a bias."""
 
     src: str | None
     dst: str

@@ -1,4 +1,4 @@
-"""The `dagc` command (design.md section 5): `inspect` and `compile`, and their errors.
+"""The `dagc` command (docs/design.md, Command line): `inspect` and `compile`, and their errors.
 
 Every bad input gives exit status 2 and exactly one line on stderr starting "dagc: error:",
 with no traceback, and `compile` writes nothing. Every case runs as `python -m dagc compile`

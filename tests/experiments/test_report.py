@@ -86,7 +86,7 @@ def test_table_lists_widths_m_spread_slope_and_verdict():
     rows = _rows(seeds=3) + _rows(metric="gradient", slope=0.0, seeds=3)
     text = report.format_table(report.summarize(rows))
     assert "mlp3  hessian" in text and "mlp3  gradient" in text
-    assert text.index("mlp3  hessian") < text.index("mlp3  gradient")  # design.md's order
+    assert text.index("mlp3  hessian") < text.index("mlp3  gradient")  # the registry's order
     for width in WIDTHS:
         assert f"  {width:>7} {width:>7}     3 " in text
     assert "95% CI [" in text and "decays like width^-0.5" in text

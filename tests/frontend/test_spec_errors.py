@@ -1,4 +1,4 @@
-"""Bad architecture and graph files (design.md section 2).
+"""Bad architecture and graph files (docs/design.md, Architecture files).
 
 Every bad input must raise one `DagcError` whose message is a single line naming the file and
 the culprit (block, neuron, key), before anything is written: no generated module, no cache

@@ -1,6 +1,6 @@
-"""The paper's width m, depth L, parameter count P and bottlenecks (design.md section 1), checked
-against a direct networkx computation on the neuron graph; and reproducibility of the random
-graphs (same file, width and graph_seed -> same `net.sources`).
+"""The paper's width m, depth L, parameter count P and bottlenecks (docs/design.md, The
+model), checked against a direct networkx computation on the neuron graph; and reproducibility
+of the random graphs (same file, width and graph_seed -> same `net.sources`).
 
 Layer of a neuron = longest path from an input neuron (in-degree 0); m = minimum in-degree over
 neurons in layers >= 2 (None when there are none); L = longest path; P = number of edges. A bias
@@ -97,7 +97,8 @@ def test_bundled_block_architectures(name):
 
 
 def test_add_skip_is_not_an_edge():
-    """An identity skip has no weight, so it is no edge of the paper's graph (design.md 1):
+    """An identity skip has no weight, so it is no edge of the paper's graph (docs/design.md,
+    The model):
     h2 below sees only the input through weights, so it is in layer 1, and m is out's
     in-degree, `width`. (dagc up to 32555d1 counted the skip as an edge: h2 in layer 2, m = 4
     = the input's size however wide the network, h2 a spurious bottleneck, depth 3.)"""

@@ -245,7 +245,7 @@ def test_random_block_architecture(doc, seed):
         for src in [s if isinstance(s, str) else s["block"] for s in body["from"]] \
                 + body.get("add", []):
             assert position[src] < position[name], (src, name)
-    # layout (design.md section 3): per block in IR order, `from` in file order, then the bias
+    # docs/design.md, Parameter layout: per block in IR order, `from` in file order, then the bias
     expected = [p for name in names if name in doc["blocks"] for p in facts["pieces"][name]]
     assert [(s, d, k, tuple(sh)) for s, d, k, _, sh in net.layout] == expected
     assert {b.name for b in net.ir.blocks if b.is_output} == facts["outputs"]
@@ -294,7 +294,7 @@ def test_block_strategy_covers_the_features():
 
 def evaluate_graph(G: nx.DiGraph, acts: dict, w: np.ndarray, X: np.ndarray, params: dict,
                    in_columns: list, out_columns: list) -> np.ndarray:
-    """The paper's model evaluated straight from the networkx graph (design.md section 1)."""
+    """The paper's model evaluated straight from the networkx graph (docs/design.md, The model)."""
     a = {node: torch.from_numpy(X[:, col]) for col, node in enumerate(in_columns)}
     for node in nx.topological_sort(G):
         preds = list(G.predecessors(node))

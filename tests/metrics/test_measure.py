@@ -91,7 +91,7 @@ def test_hessian_closed_form(tiny):
         t2 = -2 * np.tanh(z) * t1            # tanh''
         H = np.zeros((tiny.n_params, tiny.n_params))
         for j in range(m):
-            rows = slice(j * d, (j + 1) * d)  # W_j, row-major (design.md section 3)
+            rows = slice(j * d, (j + 1) * d)  # W_j, row-major (docs/design.md, Parameter layout)
             H[rows, rows] = s2 * v[j] * t2[j] * s1**2 * np.outer(x, x)
             H[rows, m * d + j] = H[m * d + j, rows] = s2 * t1[j] * s1 * x
         np.testing.assert_allclose(M.dense_hessian(tiny, w, x), H, rtol=0, atol=1e-14)
