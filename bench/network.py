@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ACTIVATIONS = ("identity", "tanh", "sigmoid", "softplus", "erf", "gelu", "sin", "relu")
+from dagc.ops.activations import ACTIVATIONS
 
 
 @dataclass(frozen=True)

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from numba.core.dispatcher import Dispatcher
 
-from .backend import render as codegen
+from .backend import cache
+from .backend.cache import cache_dir, load_module  # noqa: F401 - public API, re-exported
 from .errors import DagcError
 from .frontend import spec
 from .ir import graph
-
-_LOADED: dict[tuple[Path, bool], ModuleType] = {}
-
-
-def cache_dir() -> Path:
-    """Where generated modules (and numba's cache beside them) live: $DAGC_CACHE_DIR or
-    ~/.cache/dagc."""
-    root = os.environ.get("DAGC_CACHE_DIR") or Path.home() / ".cache" / "dagc"
-    return Path(root) / "generated"
 
 
 def compile(arch: str | Path, width: int | None = None, graph_seed: int | None = None,
@@ -43,26 +32,8 @@ def compile_spec(architecture: spec.Spec, width: int | None = None,
                  jit: bool = True) -> CompiledNet:
     """As `compile`, from an already parsed `Spec` (sweeps carry the file text)."""
     ir = graph.build(architecture, width, graph_seed)
-    path = codegen.write_module(ir, directory or cache_dir())
-    return CompiledNet(ir, load_module(path, jit))
-
-
-def load_module(path: Path, jit: bool = True) -> ModuleType:
-    """Import a generated module once per process (twice: jitted and plain Python)."""
-    path = Path(path).resolve()
-    key = (path, jit)
-    if key not in _LOADED:
-        name = f"dagc_generated_{path.stem}" + ("" if jit else "_python")
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
-        module_spec.loader.exec_module(module)
-        if not jit:  # the functions find each other through the module's globals
-            for attr, value in list(vars(module).items()):
-                if isinstance(value, Dispatcher):
-                    setattr(module, attr, value.py_func)
-        _LOADED[key] = module
-    return _LOADED[key]
+    path = cache.write_module(ir, directory or cache.cache_dir())
+    return CompiledNet(ir, cache.load_module(path, jit))
 
 
 class CompiledNet:
@@ -70,8 +41,8 @@ class CompiledNet:
 
     Attributes: `width` (the file's width parameter), `width_m` (the paper's width: minimum
     in-degree outside layers 0 and 1), `depth`, `n_params`, `n_in`, `n_out`, `layers`
-    (block name -> layer), `layout` (design.md section 3), `sources` (sparse index arrays),
-    `module` (the generated module) and `ir`.
+    (block name -> layer), `layout` (docs/design.md, parameter layout), `sources` (sparse
+    index arrays), `module` (the generated module) and `ir`.
     """
 
     def __init__(self, ir: graph.IR, module: ModuleType):

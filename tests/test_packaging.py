@@ -1,4 +1,4 @@
-"""The wheel (design.md section 7): built from the source tree, installed into a fresh virtual
+"""The wheel (docs/design.md): built from the source tree, installed into a fresh virtual
 environment, it compiles and runs architectures on its own (templates and bundled
 architectures inside the package, console script `dagc`), never touching the source tree.
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import INLINE
 
 import dagc
 
@@ -29,15 +30,6 @@ HAVE_HATCHLING = importlib.util.find_spec("hatchling") is not None
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("DAGC_OFFLINE")) and not HAVE_HATCHLING,
     reason="DAGC_OFFLINE is set and building the wheel needs hatchling from PyPI")
-
-TINY = """\
-name: tiny
-width: 4
-inputs: {x: 3}
-blocks:
-  h: {size: width, act: tanh, from: [x]}
-  out: {size: 1, from: [h]}
-"""
 
 # Runs inside the venv, from a directory outside the source tree; prints what it found.
 PROBE = textwrap.dedent("""\
@@ -114,7 +106,8 @@ def test_wheel_contents(wheel):
     bundled = {p.name for p in (ROOT / "dagc" / "architectures").glob("*.yaml")}
     assert bundled and {f"dagc/architectures/{a}" for a in bundled} <= names
     assert {"dagc/__init__.py", "dagc/__main__.py", "dagc/cli/__init__.py",
-            "dagc/backend/render.py"} <= names
+            "dagc/backend/render.py", "dagc/backend/kernels.py", "dagc/backend/cache.py",
+            "dagc/ops/activations.py"} <= names
     assert not [n for n in names if n.startswith(("tests/", "generated/", "bench/"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names
@@ -127,7 +120,7 @@ def test_installed_wheel_compiles_and_runs(venv, tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     user_file = work / "tiny.yaml"
-    user_file.write_text(TINY)
+    user_file.write_text(INLINE["tiny"])
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["DAGC_CACHE_DIR"] = str(cache)

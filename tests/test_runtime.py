@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import compiled
 
 import dagc
 from dagc import DagcError
@@ -9,7 +10,7 @@ from dagc import DagcError
 
 @pytest.fixture(scope="module")
 def net():
-    return dagc.compile("densenet3", width=8)
+    return compiled("densenet3", 8)
 
 
 def test_a_second_width_reuses_the_compiled_module(net):
@@ -73,7 +74,7 @@ def test_unflatten_returns_views_in_layout_order(net):
 def test_sparse_indices_are_stored_once_and_read_only(name):
     """One uint32 copy of each connection's source indices, which the kernels read and
     `net.sources` shows: at width 4096 a second (int64) copy was 1.5x sparse3's weights."""
-    sparse = dagc.compile(name, width=16, jit=False)
+    sparse = compiled(name, 16, jit=False)
     views = [v if isinstance(v, tuple) else (v,) for v in sparse.sources.values()]
     indices = [v[-1] for v in views]
     assert all(i.dtype == np.uint32 and not i.flags.writeable for i in indices)
@@ -94,7 +95,7 @@ def test_hvp_reuses_the_out_buffer(net):
 @pytest.mark.parametrize("name", ["densenet3", "resnet3", "sparse3"])
 def test_vjp_overwrites_every_entry_of_a_reused_out_buffer(name):
     """Dense, bias and sparse pieces: a buffer full of NaN comes back as the fresh result."""
-    net = dagc.compile(name, width=8)
+    net = compiled(name, 8)
     w = net.init(0)
     X = np.random.default_rng(0).standard_normal((3, net.n_in))
     C = np.ones((3, net.n_out))
@@ -107,7 +108,7 @@ def test_vjp_overwrites_every_entry_of_a_reused_out_buffer(name):
 def test_mse_gradient_is_forward_then_vjp_to_the_bit(name):
     """One sweep pair in place of two: the same outputs and gradient, for dense, bias, sparse
     and non-linear-output networks, into a reused buffer full of NaN."""
-    net = dagc.compile(name, width=8)
+    net = compiled(name, 8)
     w = net.init(0)
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((5, net.n_in)), rng.standard_normal((5, net.n_out))
@@ -116,50 +117,3 @@ def test_mse_gradient_is_forward_then_vjp_to_the_bit(name):
     assert gradient is out
     assert np.array_equal(outputs, net.forward(w, X))
     assert np.array_equal(gradient, net.vjp(w, X, (net.forward(w, X) - Y) / len(X)))
-
-
-@pytest.mark.parametrize("jit", [True, False])
-def test_tanh_is_within_one_ulp_of_the_exact_value(jit):
-    # The generated tanh (a rational approximation and exp) against 60-digit mpmath, over
-    # every regime: tiny, the rational branch, its boundary, the exp branch, saturation.
-    mpmath = pytest.importorskip("mpmath")
-    module = dagc.compile("densenet3", width=8, jit=jit).module
-    rng = np.random.default_rng(0)
-    t = np.concatenate([10.0 ** rng.uniform(-300, -1, 300), rng.uniform(0, 0.7, 1500),
-                        0.625 + rng.uniform(-1e-9, 1e-9, 200), rng.uniform(0.625, 2, 3000),
-                        rng.uniform(0.7, 25, 1500),
-                        [0.0, 0.625, 19.0, 40.0, 1e300]])
-    t = np.concatenate([t, -t])
-    with mpmath.workdps(60):
-        exact = np.array([float(mpmath.tanh(mpmath.mpf(float(v)))) for v in t])
-    got = module.tanh_value(t)
-    ulps = np.abs(got - exact) / np.spacing(np.abs(exact))
-    assert ulps.max() <= 1.0
-    assert np.array_equal(np.signbit(module.tanh_value(np.array([-0.0, 0.0]))), [True, False])
-    special = module.tanh_value(np.array([np.nan, np.inf, -np.inf]))
-    assert np.isnan(special[0]) and np.array_equal(special[1:], [1.0, -1.0])
-
-
-@pytest.mark.parametrize("fan_in", [1, 3, 6, 9])
-def test_csr_kernels_match_a_dense_reference_on_ragged_rows(fan_in):
-    # Rows of 0..fan_in+3 entries: every tail length of the four-entry unrolling, and patterns
-    # on both sides of csr_grad's switch to dense products (at 1/5 of the pattern set).
-    module = dagc.compile("sparse3", width=8).module
-    rng = np.random.default_rng(fan_in)
-    n_src, n_dst, n = 12, 70, 5
-    rows = [np.sort(rng.choice(n_src, rng.integers(0, fan_in + 4), replace=False))
-            for _ in range(n_dst)]
-    ptr = np.concatenate([[0], np.cumsum([r.size for r in rows])]).astype(np.int64)
-    idx = np.concatenate(rows).astype(np.uint32)
-    w = rng.standard_normal(idx.size)
-    dense = np.zeros((n_dst, n_src))
-    dense[np.repeat(np.arange(n_dst), np.diff(ptr)), idx] = w
-    a, g = rng.standard_normal((n, n_src)), rng.standard_normal((n, n_dst))
-    z = np.ones((n, n_dst))
-    module.csr_matvec(z, a, w, ptr, idx)
-    np.testing.assert_allclose(z, 1 + a @ dense.T, rtol=1e-13, atol=1e-13)
-    expected = (g.T @ a)[np.repeat(np.arange(n_dst), np.diff(ptr)), idx]
-    for grad in (module.csr_grad, module.csr_grad_dense, module.csr_grad_sparse):
-        out = np.full(idx.size, np.nan)
-        grad(out, g, a, ptr, idx)
-        np.testing.assert_allclose(out, expected, rtol=1e-13, atol=1e-13, err_msg=str(grad))

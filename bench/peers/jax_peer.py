@@ -7,8 +7,8 @@ XLA does not embed megabytes of indices in the program.
 
 from __future__ import annotations
 
-import math
 import time
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -18,19 +18,14 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402  (after enabling float64)
 from jax.scipy.special import erf  # noqa: E402
 
+from dagc.ops.activations import ACTIVATIONS  # noqa: E402
+
 from ..network import Description  # noqa: E402
 from . import Bound  # noqa: E402
 
-_ACT = {
-    "identity": lambda z: z,
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "softplus": jax.nn.softplus,
-    "erf": erf,
-    "gelu": lambda z: 0.5 * z * (1.0 + erf(z / math.sqrt(2.0))),
-    "sin": jnp.sin,
-    "relu": lambda z: jnp.maximum(z, 0.0),
-}
+# The primitives the registry's array forms (`Activation.array(z, xp)`) are written in.
+_XP = SimpleNamespace(tanh=jnp.tanh, sigmoid=jax.nn.sigmoid, softplus=jax.nn.softplus, erf=erf,
+                      sin=jnp.sin, maximum=jnp.maximum)
 
 
 def _apply(desc: Description, mode: str, w, X, aux):
@@ -60,7 +55,7 @@ def _apply(desc: Description, mode: str, w, X, aux):
                 z = z + summed.T
         if block.bias_offset is not None:
             z = z + w[block.bias_offset:block.bias_offset + block.size]
-        a = _ACT[block.act](z * scale)
+        a = ACTIVATIONS[block.act].array(z * scale, _XP)
         for src in block.add:
             a = a + values[src]
         values[block.name] = a

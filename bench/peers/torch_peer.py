@@ -5,23 +5,21 @@ as the contraction J J^T of per-example Jacobians (vmap of jacrev).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 from torch.func import grad, jacrev, jvp, vjp, vmap
 
+from dagc.ops.activations import ACTIVATIONS
+
 from ..network import Description
 from . import Bound
 
-_ACT = {
-    "identity": lambda z: z,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "softplus": torch.nn.functional.softplus,
-    "erf": torch.erf,
-    "gelu": torch.nn.functional.gelu,  # exact (erf) form, as dagc's
-    "sin": torch.sin,
-    "relu": torch.relu,
-}
+# The primitives the registry's array forms (`Activation.array(z, xp)`) are written in.
+_XP = SimpleNamespace(tanh=torch.tanh, sigmoid=torch.sigmoid,
+                      softplus=torch.nn.functional.softplus, erf=torch.erf, sin=torch.sin,
+                      maximum=lambda z, floor: torch.clamp(z, min=floor))
 
 
 class Peer:
@@ -72,7 +70,7 @@ class Peer:
                 z = term if z is None else z + term
             if block.bias_offset is not None:
                 z = z + w[block.bias_offset:block.bias_offset + block.size]
-            a = _ACT[block.act](z * scale)
+            a = ACTIVATIONS[block.act].array(z * scale, _XP)
             for src in block.add:
                 a = a + values[src]
             values[block.name] = a

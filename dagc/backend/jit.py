@@ -13,6 +13,45 @@ generated modules), with the reason for each flag.
 - No ``parallel``: numba's thread pool and BLAS's would compete for the same cores.
 """
 
+from __future__ import annotations
+
+import sys
+import types
+
 from numba import njit
+from numba.core.dispatcher import Dispatcher
 
 jit = njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
+
+_PLAIN: dict[tuple[str, str | None], types.ModuleType] = {}
+
+
+def without_jit(module: types.ModuleType) -> types.ModuleType:
+    """A copy of `module` whose jitted functions run as plain Python, and call plain Python
+    versions of each other and of the jitted functions of the modules they use (kernels,
+    activations): nothing in it ever compiles (for tests, and for stepping through in a
+    debugger). Each module is copied once per process.
+    """
+    key = (module.__name__, getattr(module, "__file__", None))
+    if key not in _PLAIN:
+        copy = types.ModuleType(module.__name__, module.__doc__)
+        namespace = copy.__dict__
+        namespace.update(vars(module))
+        for name, value in vars(module).items():
+            namespace[name] = _plain_value(value, module.__name__, namespace)
+        _PLAIN[key] = copy
+    return _PLAIN[key]
+
+
+def _plain_value(value, owner: str, namespace: dict):
+    """`value` as the plain copy of module `owner` (whose globals are `namespace`) sees it."""
+    if isinstance(value, Dispatcher):
+        function = value.py_func
+        if function.__module__ != owner:  # imported: its own module's plain version
+            return getattr(without_jit(sys.modules[function.__module__]), function.__name__)
+        return types.FunctionType(function.__code__, namespace, function.__name__,
+                                  function.__defaults__, function.__closure__)
+    if isinstance(value, types.ModuleType) and value.__name__ != owner \
+            and any(isinstance(v, Dispatcher) for v in vars(value).values()):
+        return without_jit(value)
+    return value

@@ -1,22 +1,24 @@
-"""IR -> Python source through the jinja2 templates, and atomic writing of the module.
+"""IR -> Python source through the jinja2 templates (naming and writing the module:
+`dagc.backend.cache`).
 
 The rendered module depends only on the IR's structure (blocks, connections, kinds,
 activations), never on sizes, so every width of a sweep shares one module and one numba
-compile. Its file name carries a hash of its own text: an unchanged structure reuses both the
-file and numba's on-disk cache.
+compile. It holds only what varies per architecture: the loops every architecture shares are
+imported by name from `dagc.backend.kernels`, the activations from `dagc.ops.activations`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import re
 from pathlib import Path
 
 import jinja2
+from numba.core.dispatcher import Dispatcher
 
 from ..errors import DagcError
 from ..ir.graph import IR
+from . import kernels
 
 
 def templates_dir() -> Path:
@@ -37,38 +39,18 @@ def render(ir: IR) -> str:
     return _ENV.get_template("module.py.j2").render(**_context(ir))
 
 
-def module_name(ir: IR, source: str) -> str:
-    return f"{ir.name}_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+def kernel_imports(body: str) -> str:
+    """The import of every shared kernel that `body` (the generated functions) calls."""
+    used = [name for name in _KERNEL_NAMES if re.search(rf"(?<![\w.]){name}\(", body)]
+    if not used:
+        return ""
+    return "from dagc.backend.kernels import (\n" + "".join(f"    {n},\n" for n in used) + ")"
 
 
-def write_module(ir: IR, directory: str | Path) -> Path:
-    """Render and write `<name>_<hash>.py` into `directory` unless it is already there.
-
-    Written to a temporary file and hard-linked into place, so readers never see a partial
-    file and an existing module is never touched (numba's cache checks its mtime).
-    """
-    source = render(ir)
-    directory = Path(directory)
-    path = directory / f"{module_name(ir, source)}.py"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            return path
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(source)
-            os.chmod(tmp, 0o644)  # a shared cache must be readable by its other users
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process won the race with the same text
-        finally:
-            os.unlink(tmp)
-    except OSError as err:
-        raise DagcError(f"{directory}: cannot write the generated module: "
-                        f"{err.strerror or err}") from None
-    return path
+_KERNEL_NAMES = sorted(name for name, value in vars(kernels).items()
+                       if isinstance(value, Dispatcher)
+                       and value.py_func.__module__ == kernels.__name__)
+_ENV.globals["kernel_imports"] = kernel_imports
 
 
 def _context(ir: IR) -> dict:
@@ -173,3 +155,41 @@ def _summary(ir: IR) -> str:
             conns = [{"src": c.src, "sparse": c.kind != "dense"} for c in ir.incoming(b.name)]
             lines.append(f"    {_comment(b, conns)}" + ("  [output]" if b.is_output else ""))
     return "\n".join(lines)
+
+
+
+# --- neuron-level graphs: one module per activation set ---------------------------------------
+
+def render_neurons(acts: tuple[str, ...]) -> str:
+    """The source of the neuron path's passes for graphs using the activations `acts`
+    (registry names). Nothing else about a graph reaches the code: its structure is data.
+    The text carries a digest of the shared kernels it calls, so that a changed kernel gives
+    a new module name and numba never loads stale machine code."""
+    from ..ir.neurons import CODES
+
+    unknown = [a for a in acts if a not in CODES]
+    if unknown:
+        raise DagcError(f"unknown activation {unknown[0]!r} (known: {', '.join(CODES)})")
+    kernels_file = Path(__file__).with_name("neurons.py")
+    return _ENV.get_template("neurons.py.j2").render(
+        acts=sorted(set(acts), key=CODES.__getitem__), codes=CODES,
+        kernels_digest=hashlib.sha256(kernels_file.read_bytes()).hexdigest()[:16])
+
+
+def write_neuron_module(acts: tuple[str, ...], directory: str | Path) -> Path:
+    """Write `neurons_<hash>.py` for the activation set `acts` into `directory` (atomically
+    and verified, as every generated module): every graph with these activations shares it
+    and its numba cache."""
+    from . import cache
+
+    source = render_neurons(acts)
+    directory = Path(directory)
+    path = directory / f"neurons_{cache.content_hash(source)}.py"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not cache.is_intact(path, source):
+            cache._write_atomically(path, source)
+    except OSError as err:
+        raise DagcError(f"{directory}: cannot write the generated module: "
+                        f"{err.strerror or err}") from None
+    return path

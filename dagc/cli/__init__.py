@@ -9,11 +9,11 @@ import argparse
 import os
 import sys
 
-from .. import runtime
-from ..backend import render as codegen
+from ..backend import cache
 from ..errors import DagcError
 from ..frontend import spec
 from ..ir import graph
+from ..ops.activations import ACTIVATIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     comp = commands.add_parser("compile", help="generate the module and print its path")
     _arch_arguments(comp)
     comp.add_argument("-o", "--output", metavar="DIR",
-                      help=f"directory for the module (default: {runtime.cache_dir()})")
+                      help=f"directory for the module (default: {cache.cache_dir()})")
     comp.set_defaults(run=_compile)
 
     from . import sweep as sweep_cli  # the sweep and report commands
@@ -87,9 +87,9 @@ def _inspect(args) -> None:
     shown = ", ".join(ir.bottlenecks[:10]) + (
         f" and {len(ir.bottlenecks) - 10} more" if len(ir.bottlenecks) > 10 else "")
     print(f"bottlenecks (in-degree = m): {shown or 'none (no neuron beyond layer 1)'}")
-    if any(b.act == "relu" for b in ir.blocks):
-        print("note: relu's second derivative is 0 almost everywhere; its Hessian misses the "
-              "kinks")
+    for name in sorted({b.act for b in ir.blocks if b.act and not ACTIVATIONS[b.act].smooth}):
+        print(f"note: {name}'s second derivative is 0 almost everywhere; its Hessian misses "
+              "the kinks")
 
 
 def _degree_text(degree) -> str:
@@ -99,9 +99,9 @@ def _degree_text(degree) -> str:
 
 def _compile(args) -> None:
     ir = graph.build(spec.load(args.arch), args.width, args.graph_seed)
-    directory = args.output or runtime.cache_dir()
+    directory = args.output or cache.cache_dir()
     try:
-        path = codegen.write_module(ir, directory)
+        path = cache.write_module(ir, directory)
     except OSError as err:
         raise DagcError(f"{directory}: cannot write the module: {err.strerror or err}") from None
     print(path)

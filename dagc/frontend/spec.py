@@ -17,10 +17,11 @@ import networkx as nx
 import yaml
 
 from ..errors import DagcError
+from ..ops import activations
 from . import expr
 from .expr import show
 
-ACTIVATIONS = ("identity", "tanh", "sigmoid", "softplus", "erf", "gelu", "sin", "relu")
+ACTIVATIONS = activations.names()  # the registry's (a tuple: a YAML value may be unhashable)
 BUNDLED_DIR = Path(__file__).parent.parent / "architectures"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_NAME = 100  # characters: module and numba cache file names must stay below 255 bytes

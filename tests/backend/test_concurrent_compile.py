@@ -1,4 +1,4 @@
-"""Several processes compiling the same architecture at once (design.md section 4): the module
+"""Several processes compiling the same architecture at once (docs/design.md): the module
 is written atomically and once, numba's on-disk cache is shared safely, and later processes
 load from it instead of compiling.
 
@@ -15,14 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-TINY = """\
-name: tiny_concurrent
-width: 5
-inputs: {x: 3}
-blocks:
-  h: {size: width, act: tanh, from: [x], bias: true}
-  out: {size: 2, from: [h, {block: x, fan_in: 2}]}
-"""
+from conftest import INLINE
 
 WORKER = """\
 import json, sys, time
@@ -84,7 +77,7 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
 
 def test_concurrent_compiles_share_one_module_and_numba_cache(tmp_path):
     arch = tmp_path / "tiny.yaml"
-    arch.write_text(TINY)
+    arch.write_text(INLINE["tiny_sparse"])
     cache = tmp_path / "cache"
     generated = cache / "generated"
 
@@ -93,7 +86,7 @@ def test_concurrent_compiles_share_one_module_and_numba_cache(tmp_path):
     assert all(r["Y"] == first[0]["Y"] for r in first)
     assert len(first[0]["Y"]) == 4 and len(first[0]["Y"][0]) == 2
     modules = sorted(p.name for p in generated.glob("*.py"))
-    assert len(modules) == 1 and modules[0].startswith("tiny_concurrent_")
+    assert len(modules) == 1 and modules[0].startswith("tiny_sparse_")
     assert {r["module"] for r in first} == {str(generated / modules[0])}
     leftovers = [p for p in cache.rglob("*")
                  if p.name.startswith(".") or ".tmp" in p.name or p.suffix == ".tmp"]

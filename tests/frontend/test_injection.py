@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 import dagc
+from dagc.backend import cache
 from dagc.backend import render as codegen
 from dagc.errors import DagcError
 from dagc.frontend import spec
@@ -50,7 +51,7 @@ def no_codegen(monkeypatch, tmp_path):
         raise AssertionError("a hostile file reached code generation")
 
     monkeypatch.setattr(codegen, "render", forbidden)
-    monkeypatch.setattr(codegen, "write_module", forbidden)
+    monkeypatch.setattr(cache, "write_module", forbidden)
     monkeypatch.setenv("DAGC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     yield tmp_path

@@ -10,597 +10,48 @@ Blocks in topological order:
 Every pass takes the flat parameter vector w (layout: `CompiledNet.layout`) and, last, the
 run-time description of the network: `sizes` (int64, one per block in the order above),
 `scales` (one float64 array 1/sqrt(in-degree) per non-input block) and, per sparse
-connection, its CSR `indptrs` (int64) and `indices` (uint32). Sizes are arguments, so one compiled module
-serves every width. Activations are (samples, neurons) arrays.
+connection, its CSR `indptrs` (int64) and `indices` (uint32). Sizes are arguments, so one
+compiled module serves every width. Activations are (samples, neurons) arrays. The loops
+shared by every architecture are imported from dagc.backend.kernels, the activations from
+the registry dagc.ops.activations.
+
+Naming. A block B owns the locals n_B (size), s_B (scales), z_B (pre-activation), a_B
+(activations), d1_B/d2_B (derivatives), da_B (adjoint of a_B), g_B (adjoint of its pre-scale
+sum), and in the HVP their tangents tz_B, t_B, tda_B, tg_B. Connection k from A to B owns
+Wk_A_B, ok_A_B and, when sparse, ptrk_A_B/idxk_A_B; a bias is Wb_B at ob_B. Tangent, gradient
+and Hessian pieces use V, G and H in place of W; in the NTK, A_B is B's Gram matrix and S_B,
+Gk_B the sums it needs; the factored HVP's coordinates of B are p_B and q_B (starting at
+op_B, oq_B in a row of C), with gp_B, gq_B their parts of U^T U C. Pass-level locals never
+start with one of these prefixes, so block names cannot collide with them. Every activation
+is a 2-D array of rows (samples); the HVP's single sample is one row, so all passes share the
+same compiled kernels.
 """
 
-import math
-
 import numpy as np
-from numba import njit
 
-# Every function: cached on disk; numpy's error model (no division-by-zero branch, so loops
-# vectorize); no C-callable wrapper, which nothing here uses and which cost about 8% of a
-# cold compile.
-jit = njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
-
-
-
-@jit
-def exp_neg_fraction(u):
-    """exp(-u) = n / d for 0 <= u <= 38, as the pair (n, d), in arithmetic only, so that loops
-    calling it vectorize (a libm call does not). Left as a fraction so that tanh_scalar's exp
-    branch divides once, not twice: 0.76x the time of tanh with AVX2.
-
-    u = k ln2 - s with |s| <= ln2 / 2 (Cody-Waite: k * 6.93145751953125e-1 is exact), Cephes'
-    Pade form (q + p) / (q - p) of exp(s), then the exact scaling by 2^-k one binary digit of k
-    at a time. k comes from np.floor, which stays in floating point: with math.floor's integer
-    the loop converted one element at a time (AVX2 has no vector conversion to int64).
-    """
-    k = np.floor(u * 1.4426950408889634 + 0.5)
-    s = (k * 6.93145751953125e-1 - u) + k * 1.42860682030941723212e-6
-    ss = s * s
-    px = s * ((1.26177193074810590878e-4 * ss + 3.02994407707441961300e-2) * ss
-              + 9.99999999999999999910e-1)
-    qx = ((3.00198505138664455042e-6 * ss + 2.52448340349684104192e-3) * ss
-          + 2.27265548208155028766e-1) * ss + 2.0
-    scale = 1.0
-    for digit, factor in ((32.0, 2.0 ** -32), (16.0, 2.0 ** -16), (8.0, 2.0 ** -8),
-                          (4.0, 2.0 ** -4), (2.0, 2.0 ** -2), (1.0, 2.0 ** -1)):
-        take = k >= digit
-        scale = scale * (factor if take else 1.0)
-        k = k - (digit if take else 0.0)
-    return scale * (qx + px), qx - px
-
-
-@jit
-def tanh_scalar(t):
-    """tanh(t) within 1 ulp (libm's tanh: 2 ulp), branch-free so that its loops vectorize:
-    3.4 ns an element on a machine with AVX2 and no AVX-512, against 18.5 ns for libm's tanh.
-
-    Cephes' rational approximation below 0.625, 1 - 2e / (1 + e) with e = exp(-2|t|) above,
-    1 from 19 on (where 1 - tanh is below half an ulp of 1). Both branches are computed and
-    one is selected; a NaN goes through the rational branch and stays NaN.
-    """
-    x = abs(t)
-    r = 0.625 if x >= 0.625 else x  # the rational branch's argument, kept finite
-    s = r * r
-    small = r + r * s * ((-9.64399179425052238628e-1 * s - 9.92877231001918586564e1) * s
-                         - 1.61468768441708447952e3) \
-        / (((s + 1.12811678491632931402e2) * s + 2.23548839060100448583e3) * s
-           + 4.84406305325125486048e3)
-    n, d = exp_neg_fraction(2.0 * x if x < 19.0 else 38.0)
-    large = 1.0 - 2.0 * n / (d + n)  # 2e / (1 + e) with e = n / d
-    y = large if x >= 0.625 else small
-    y = 1.0 if x >= 19.0 else y
-    return math.copysign(y, t)
-
-
-@jit
-def tanh_value(z):
-    """tanh(z) elementwise, as a new array."""
-    a = np.empty_like(z)
-    zf = z.reshape(-1)
-    af = a.reshape(-1)
-    for i in range(zf.size):
-        t = zf[i]
-        af[i] = tanh_scalar(t)
-    return a
-
-
-@jit
-def tanh_first(z):
-    """tanh(z) and its first derivative, elementwise."""
-    a = np.empty_like(z)
-    d1 = np.empty_like(z)
-    zf = z.reshape(-1)
-    af = a.reshape(-1)
-    d1f = d1.reshape(-1)
-    for i in range(zf.size):
-        t = zf[i]
-        y = tanh_scalar(t)
-        af[i] = y
-        d1f[i] = 1.0 - y * y
-    return a, d1
-
-
-@jit
-def tanh_second(z):
-    """tanh(z) and its first and second derivatives, elementwise."""
-    a = np.empty_like(z)
-    d1 = np.empty_like(z)
-    d2 = np.empty_like(z)
-    zf = z.reshape(-1)
-    af = a.reshape(-1)
-    d1f = d1.reshape(-1)
-    d2f = d2.reshape(-1)
-    for i in range(zf.size):
-        t = zf[i]
-        y = tanh_scalar(t)
-        p = 1.0 - y * y
-        af[i] = y
-        d1f[i] = p
-        d2f[i] = -2.0 * y * p
-    return a, d1, d2
-
-
-
-@jit
-def csr_matvec(z, a, w, ptr, idx):
-    """z[i, j] += sum over entries e of row j of w[e] * a[i, idx[e]].
-
-    Edges outside, samples inside on transposed copies: each weight and index is read once
-    per call (not once per sample) and the inner loop is a contiguous, vectorizable update.
-    Four entries per sweep of the row keep it in registers; the sum keeps the entry order.
-    """
-    aT = np.ascontiguousarray(a.T)
-    zT = np.zeros((z.shape[1], z.shape[0]))
-    for j in range(z.shape[1]):
-        row = zT[j]
-        e = ptr[j]
-        while e + 4 <= ptr[j + 1]:
-            w0, w1, w2, w3 = w[e], w[e + 1], w[e + 2], w[e + 3]
-            s0, s1, s2, s3 = aT[idx[e]], aT[idx[e + 1]], aT[idx[e + 2]], aT[idx[e + 3]]
-            for i in range(row.size):
-                row[i] = (((row[i] + w0 * s0[i]) + w1 * s1[i]) + w2 * s2[i]) + w3 * s3[i]
-            e += 4
-        for f in range(e, ptr[j + 1]):
-            wf = w[f]
-            src = aT[idx[f]]
-            for i in range(row.size):
-                row[i] += wf * src[i]
-    z += zT.T
-
-
-@jit
-def csr_backprop(da, g, w, ptr, idx):
-    """da[i, idx[e]] += g[i, j] * w[e]: the transpose of csr_matvec (same loop order).
-
-    Four entries per sweep of g's row load each g[i, j] once for four updates; every da
-    element still sums in entry order, so the bits are those of one entry at a time.
-    """
-    gT = np.ascontiguousarray(g.T)
-    daT = np.zeros((da.shape[1], da.shape[0]))
-    for j in range(g.shape[1]):
-        gj = gT[j]
-        e = ptr[j]
-        while e + 4 <= ptr[j + 1]:
-            w0, w1, w2, w3 = w[e], w[e + 1], w[e + 2], w[e + 3]
-            d0, d1, d2, d3 = daT[idx[e]], daT[idx[e + 1]], daT[idx[e + 2]], daT[idx[e + 3]]
-            for i in range(gj.size):
-                gi = gj[i]
-                d0[i] += w0 * gi
-                d1[i] += w1 * gi
-                d2[i] += w2 * gi
-                d3[i] += w3 * gi
-            e += 4
-        for f in range(e, ptr[j + 1]):
-            wf = w[f]
-            dst = daT[idx[f]]
-            for i in range(gj.size):
-                dst[i] += wf * gj[i]
-    da += daT.T
-
-
-@jit
-def csr_grad(out, g, a, ptr, idx):
-    """out[e] = sum over samples i of g[i, j] * a[i, idx[e]].
-
-    Where at least a fifth of the pattern is set, a dense product of a few rows at a time
-    (BLAS) and a gather beat the sparse dot products; the crossover was measured.
-    """
-    rows = g.shape[1]
-    if 5 * (ptr[rows] - ptr[0]) >= rows * a.shape[1]:
-        csr_grad_dense(out, g, a, ptr, idx)
-    else:
-        csr_grad_sparse(out, g, a, ptr, idx)
-
-
-@jit
-def csr_grad_dense(out, g, a, ptr, idx):
-    """csr_grad through the dense rows D = g[:, lo:hi]^T a of 64 rows at a time."""
-    gT = np.ascontiguousarray(g.T)
-    a = np.ascontiguousarray(a)
-    for lo in range(0, gT.shape[0], 64):
-        D = np.dot(gT[lo:lo + 64], a)
-        for j in range(lo, lo + D.shape[0]):
-            Dj = D[j - lo]
-            for e in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
-                out[e] = Dj[idx[e]]
-
-
-@jit
-def csr_grad_sparse(out, g, a, ptr, idx):
-    """csr_grad as one dot product per entry, four entries at a time so that four
-    independent sums share each load of g."""
-    gT = np.ascontiguousarray(g.T)
-    aT = np.ascontiguousarray(a.T)
-    for j in range(gT.shape[0]):
-        gj = gT[j]
-        e = ptr[j]
-        while e + 4 <= ptr[j + 1]:
-            s0, s1, s2, s3 = aT[idx[e]], aT[idx[e + 1]], aT[idx[e + 2]], aT[idx[e + 3]]
-            c0 = c1 = c2 = c3 = 0.0
-            for i in range(gj.size):
-                gi = gj[i]
-                c0 += gi * s0[i]
-                c1 += gi * s1[i]
-                c2 += gi * s2[i]
-                c3 += gi * s3[i]
-            out[e], out[e + 1], out[e + 2], out[e + 3] = c0, c1, c2, c3
-            e += 4
-        for f in range(e, ptr[j + 1]):
-            src = aT[idx[f]]
-            acc = 0.0
-            for i in range(gj.size):
-                acc += gj[i] * src[i]
-            out[f] = acc
-
-
-@jit
-def csr_outer1(out, u, v, ptr, idx):
-    """out[e] = u[j] * v[idx[e]]."""
-    for j in range(u.size):
-        for e in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
-            out[e] = u[j] * v[idx[e]]
-
-
-@jit
-def csr_tangent(z, tz, w, v, ptr, idx, a, t):
-    """HVP forward for one sample: z += W a and tz += W t + V a, reading W and V once."""
-    for j in range(z.size):
-        s1 = 0.0
-        s2 = 0.0
-        for e in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
-            s1 += w[e] * a[idx[e]]
-            s2 += w[e] * t[idx[e]] + v[e] * a[idx[e]]
-        z[j] += s1
-        tz[j] += s2
-
-
-@jit
-def csr_hvp_rows(H, da, tda, w, v, ptr, idx, g, tg, a, t):
-    """HVP backward for one sample, reading W and V once: da += W^T g,
-    tda += W^T tg + V^T g, and the Hessian piece H = tg a^T + g t^T on the pattern."""
-    for j in range(g.size):
-        gj = g[j]
-        tgj = tg[j]
-        for e in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
-            # every load before the first store: a store to da may alias w, v, a or t for all
-            # numba knows, so it would load them again (this order takes 0.91x the time)
-            i = idx[e]
-            we = w[e]
-            ve = v[e]
-            ai = a[i]
-            ti = t[i]
-            H[e] = tgj * ai + gj * ti
-            da[i] += gj * we
-            tda[i] += tgj * we + gj * ve
-
-
-# A block of csr_ntk's transposed Jacobian: NTK_BLOCK_ENTRIES x samples floats, 1 MiB for
-# 128 samples, so it stays in cache between being built and multiplied. Blocks of 64k
-# entries, each a new 64 MiB array built across the samples, took 6x as long.
-NTK_BLOCK_ENTRIES = 1024
-
-
-@jit
-def csr_ntk(K, g1, a1, g2, a2, ptr, idx):
-    """K += J1 J2^T for the connection's per-sample Jacobians J[i, e] = g[i, j] a[i, idx[e]].
-
-    A few rows' entries at a time (about NTK_BLOCK_ENTRIES): each block of J^T is built
-    contiguously in a buffer that stays in cache and is reused, then multiplied by BLAS."""
-    rows = g1.shape[1]
-    block = max(1, NTK_BLOCK_ENTRIES // max(1, (ptr[rows] - ptr[0]) // max(rows, 1)))
-    most = 0
-    for lo in range(0, rows, block):
-        most = max(most, ptr[min(rows, lo + block)] - ptr[lo])
-    J1T = np.empty((most, g1.shape[0]))
-    J2T = np.empty((most, g2.shape[0]))
-    P = np.empty((g1.shape[0], g2.shape[0]))
-    g1T, a1T = np.ascontiguousarray(g1.T), np.ascontiguousarray(a1.T)
-    g2T, a2T = np.ascontiguousarray(g2.T), np.ascontiguousarray(a2.T)
-    for lo in range(0, rows, block):
-        hi = min(rows, lo + block)
-        entries = ptr[hi] - ptr[lo]
-        csr_jacobian_t(J1T, g1T, a1T, ptr, idx, lo, hi)
-        csr_jacobian_t(J2T, g2T, a2T, ptr, idx, lo, hi)
-        np.dot(J1T[:entries].T, J2T[:entries], P)
-        K += P
-
-
-@jit
-def csr_jacobian_t(JT, gT, aT, ptr, idx, lo, hi):
-    """JT[e - ptr[lo], i] = g[i, j] a[i, idx[e]] for the entries e of rows lo..hi - 1, from
-    the transposes gT, aT (samples last, so each entry's column is one contiguous product)."""
-    for j in range(lo, hi):
-        gj = gT[j]
-        for e in range(ptr[j], ptr[j + 1]):
-            column = JT[e - ptr[lo]]
-            ai = aT[idx[e]]
-            for i in range(gj.size):
-                column[i] = gj[i] * ai[i]
-
-
-@jit
-def csr_factored_tangent(tz, gp, w, ptr, idx, a, t, p, g, q):
-    """Factored HVP forward for a batch: tz += W t, and gp += V a for the tangent weights
-    V[e] = p[:, j] a[:, idx[e]] + g[:, j] q[:, idx[e]] of row j's entries (as csr_matvec)."""
-    aT = np.ascontiguousarray(a.T)
-    tT = np.ascontiguousarray(t.T)
-    qT = np.ascontiguousarray(q.T)
-    pT = np.ascontiguousarray(p.T)
-    gT = np.ascontiguousarray(g.T)
-    tzT = np.zeros((tz.shape[1], tz.shape[0]))
-    gpT = np.zeros((gp.shape[1], gp.shape[0]))
-    for j in range(tzT.shape[0]):
-        tzj = tzT[j]
-        gpj = gpT[j]
-        pj = pT[j]
-        gj = gT[j]
-        for e in range(ptr[j], ptr[j + 1]):
-            we = w[e]
-            ai = aT[idx[e]]
-            ti = tT[idx[e]]
-            qi = qT[idx[e]]
-            for s in range(tzj.size):
-                tzj[s] += we * ti[s]
-                gpj[s] += (pj[s] * ai[s] + gj[s] * qi[s]) * ai[s]
-    tz += tzT.T
-    gp += gpT.T
-
-
-@jit
-def csr_factored_adjoint(tda, gq, w, ptr, idx, tg, g, p, a, q):
-    """Factored HVP backward for a batch: with V as in csr_factored_tangent,
-    tda += W^T tg + V^T g and gq += V^T g."""
-    aT = np.ascontiguousarray(a.T)
-    qT = np.ascontiguousarray(q.T)
-    pT = np.ascontiguousarray(p.T)
-    gT = np.ascontiguousarray(g.T)
-    tgT = np.ascontiguousarray(tg.T)
-    tdaT = np.zeros((tda.shape[1], tda.shape[0]))
-    gqT = np.zeros((gq.shape[1], gq.shape[0]))
-    for j in range(pT.shape[0]):
-        pj = pT[j]
-        gj = gT[j]
-        tgj = tgT[j]
-        for e in range(ptr[j], ptr[j + 1]):
-            we = w[e]
-            ai = aT[idx[e]]
-            qi = qT[idx[e]]
-            tdai = tdaT[idx[e]]
-            gqi = gqT[idx[e]]
-            for s in range(pj.size):
-                vg = (pj[s] * ai[s] + gj[s] * qi[s]) * gj[s]
-                tdai[s] += we * tgj[s] + vg
-                gqi[s] += vg
-    tda += tdaT.T
-    gq += gqT.T
-
-
-@jit
-def matrix(vec, offset, rows, cols):
-    """The (rows, cols) row-major piece of a flat vector that starts at `offset`, as a view."""
-    return vec[offset:offset + rows * cols].reshape((rows, cols))
-
-
-@jit
-def matmul_t(a, W):
-    """a @ W.T through BLAS: every row of a through a connection's weights.
-
-    For fewer than 32 rows (Lanczos batches) and a large W, OpenBLAS computes W @ a.T faster
-    than a @ W.T: 0.55-0.8x the time at widths 512 and 2048, measured for 8-24 rows. It goes
-    through `matmul`, whose product of two C arrays the VJP compiles anyway.
-    """
-    if a.shape[0] < 32 and W.shape[1] >= 256:
-        return np.ascontiguousarray(matmul(W, np.ascontiguousarray(a.T)).T)
-    return np.dot(a, W.T)
-
-
-@jit
-def matmul(g, W):
-    """g @ W through BLAS: adjoints sent back through a connection."""
-    return np.dot(g, W)
-
-
-@jit
-def matmul_tn_into(out, g, a):
-    """out = g.T @ a through BLAS: a weight gradient summed over the samples."""
-    np.dot(g.T, a, out)
-
-
-@jit
-def add_to(x, y):
-    """x += y for arrays of one shape (a loop: numba's array expressions compile slowly)."""
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    for i in range(xf.size):
-        xf[i] += yf[i]
-
-
-@jit
-def add_rows(z, b):
-    """z[..., j] += b[j]: a bias added to every row."""
-    zf = z.reshape(-1)
-    m = b.size
-    for r in range(zf.size // m):
-        for j in range(m):
-            zf[r * m + j] += b[j]
-
-
-@jit
-def scale_rows(z, s):
-    """z[..., j] *= s[j]: the 1/sqrt(in-degree) of each neuron."""
-    zf = z.reshape(-1)
-    m = s.size
-    for r in range(zf.size // m):
-        for j in range(m):
-            zf[r * m + j] *= s[j]
-
-
-@jit
-def adjoint(da, d1, s):
-    """g = da * phi'(z) * s: the adjoint of a block's pre-scale sum."""
-    g = np.empty_like(da)
-    gf = g.reshape(-1)
-    daf = da.reshape(-1)
-    d1f = d1.reshape(-1)
-    m = s.size
-    for r in range(gf.size // m):
-        for j in range(m):
-            i = r * m + j
-            gf[i] = daf[i] * d1f[i] * s[j]
-    return g
-
-
-@jit
-def adjoint_tangent(tda, da, d1, d2, tz, s):
-    """The tangent of `adjoint`: (tda * phi'(z) + da * phi''(z) * tz) * s."""
-    tg = np.empty_like(tda)
-    tgf = tg.reshape(-1)
-    tdaf = tda.reshape(-1)
-    daf = da.reshape(-1)
-    d1f = d1.reshape(-1)
-    d2f = d2.reshape(-1)
-    tzf = tz.reshape(-1)
-    m = s.size
-    for r in range(tgf.size // m):
-        for j in range(m):
-            i = r * m + j
-            tgf[i] = (tdaf[i] * d1f[i] + daf[i] * d2f[i] * tzf[i]) * s[j]
-    return tg
-
-
-@jit
-def multiply(x, y):
-    """x * y elementwise, as a new array."""
-    out = np.empty_like(x)
-    outf = out.reshape(-1)
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    for i in range(xf.size):
-        outf[i] = xf[i] * yf[i]
-    return out
-
-
-@jit
-def column_sums(out, g):
-    """out[j] = sum over rows i of g[i, j]."""
-    out[:] = 0.0
-    for i in range(g.shape[0]):
-        for j in range(g.shape[1]):
-            out[j] += g[i, j]
-
-
-@jit
-def add_product(K, A, B):
-    """K += A * B elementwise (2-D)."""
-    for i in range(K.shape[0]):
-        for j in range(K.shape[1]):
-            K[i, j] += A[i, j] * B[i, j]
-
-
-@jit
-def dense_tangent(z, tz, W, V, a, t):
-    """HVP forward for one sample (rows of shape (1, n)): z += W a and tz += W t + V a.
-
-    The forward pass's BLAS products, already compiled: at width 2048 they beat one fused
-    hand-written sweep over W and V, which does not vectorize without reassociating its sums.
-    """
-    add_to(z, matmul_t(a, W))
-    add_to(tz, matmul_t(t, W))
-    add_to(tz, matmul_t(a, V))
-
-
-@jit
-def dense_hvp_rows(H, da, tda, W, V, g, tg, a, t):
-    """HVP backward for one sample (rows of shape (1, n)): da += W^T g and
-    tda += W^T tg + V^T g (BLAS, as in dense_tangent), and the Hessian piece
-    H = tg a^T + g t^T."""
-    add_to(da, matmul(g, W))
-    add_to(tda, matmul(tg, W))
-    add_to(tda, matmul(g, V))
-    for j in range(H.shape[0]):
-        Hj = H[j]
-        gj = g[0, j]
-        tgj = tg[0, j]
-        for l in range(Hj.size):
-            Hj[l] = tgj * a[0, l] + gj * t[0, l]
-
-
-@jit
-def dense_outer1(out, u, v):
-    """out[j, l] = u[j] * v[l]."""
-    for j in range(u.size):
-        c = u[j]
-        row = out[j]
-        for l in range(v.size):
-            row[l] = c * v[l]
-
-
-@jit
-def dense_factored_tangent(gp, p, g, a, q):
-    """gp += V a, row by row, for the rank-two tangent weights V = p a^T + g q^T of one
-    sample: p (a . a) + g (q . a), without forming V."""
-    for i in range(a.shape[0]):
-        aa = 0.0
-        qa = 0.0
-        for l in range(a.shape[1]):
-            aa += a[i, l] * a[i, l]
-            qa += q[i, l] * a[i, l]
-        for j in range(gp.shape[1]):
-            gp[i, j] += p[i, j] * aa + g[i, j] * qa
-
-
-@jit
-def dense_factored_adjoint(tda, gq, p, g, a, q):
-    """V^T g = a (p . g) + q (g . g) for V = p a^T + g q^T, added to tda and to gq."""
-    for i in range(a.shape[0]):
-        pg = 0.0
-        gg = 0.0
-        for j in range(g.shape[1]):
-            pg += p[i, j] * g[i, j]
-            gg += g[i, j] * g[i, j]
-        for l in range(a.shape[1]):
-            vg = a[i, l] * pg + q[i, l] * gg
-            tda[i, l] += vg
-            gq[i, l] += vg
-
-
-@jit
-def output_adjoint(C, f, fit):
-    """The adjoints of the outputs f (n, k) from C (n, k), a slice of the caller's adjoints
-    (copied), or, with `fit`, of its targets: (f - C) / n (the mean squared error's)."""
-    da = columns(C)
-    if fit:
-        n = f.shape[0]
-        for i in range(n):
-            for j in range(f.shape[1]):
-                da[i, j] = (f[i, j] - da[i, j]) / n
-    return da
-
-
-@jit
-def columns(C):
-    """A contiguous copy of C, a column slice of a larger array.
-
-    The column kernels take slices rather than (array, start): a start of 0 written as a
-    literal would make numba compile a second, Literal[int](0) specialization of each.
-    """
-    out = np.empty(C.shape)
-    for i in range(C.shape[0]):
-        for j in range(C.shape[1]):
-            out[i, j] = C[i, j]
-    return out
-
-
-@jit
-def put_columns(C, x):
-    """C[:, :] = x, C a column slice of a larger array."""
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            C[i, j] = x[i, j]
+from dagc.backend.jit import jit
+from dagc.backend.kernels import (
+    add_product,
+    add_to,
+    adjoint,
+    adjoint_tangent,
+    columns,
+    csr_backprop,
+    csr_factored_adjoint,
+    csr_factored_tangent,
+    csr_grad,
+    csr_hvp_rows,
+    csr_matvec,
+    csr_ntk,
+    csr_outer1,
+    csr_tangent,
+    matmul_t,
+    multiply,
+    output_adjoint,
+    put_columns,
+    scale_rows,
+)
+from dagc.ops import activations as act
 
 
 @jit
@@ -665,20 +116,20 @@ def forward(w, X, sizes, scales, indptrs, indices):
     z_h1 = np.zeros((n, n_h1))
     csr_matvec(z_h1, a_x, W0_x_h1, ptr0_x_h1, idx0_x_h1)
     scale_rows(z_h1, s_h1)
-    a_h1 = tanh_value(z_h1)
+    a_h1 = act.apply(z_h1, act.tanh)
     # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
     z_h2 = np.zeros((n, n_h2))
     csr_matvec(z_h2, a_x, W1_x_h2, ptr1_x_h2, idx1_x_h2)
     csr_matvec(z_h2, a_h1, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
     scale_rows(z_h2, s_h2)
-    a_h2 = tanh_value(z_h2)
+    a_h2 = act.apply(z_h2, act.tanh)
     # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
     z_h3 = np.zeros((n, n_h3))
     csr_matvec(z_h3, a_x, W3_x_h3, ptr3_x_h3, idx3_x_h3)
     csr_matvec(z_h3, a_h1, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
     csr_matvec(z_h3, a_h2, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
     scale_rows(z_h3, s_h3)
-    a_h3 = tanh_value(z_h3)
+    a_h3 = act.apply(z_h3, act.tanh)
     # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
     z_out = np.zeros((n, n_out))
     csr_matvec(z_out, a_x, W6_x_out, ptr6_x_out, idx6_x_out)
@@ -700,8 +151,7 @@ def backward(w, X, C, fit, per_sample, grad, F, sizes, scales, indptrs, indices)
     forward sweep. The outputs f(X) go into F (n, n_out) either way.
 
     One forward and one backward sweep. The caller allocates grad: numpy asks for huge pages
-    for a large array, while numba's arrays fault in 4 KB at a time (10x slower to fill at
-    100 MB here).
+    for a large array, while numba's arrays fault in 4 KB at a time, much slower to fill.
     """
     # block sizes
     n_x = sizes[0]
@@ -762,20 +212,20 @@ def backward(w, X, C, fit, per_sample, grad, F, sizes, scales, indptrs, indices)
     z_h1 = np.zeros((n, n_h1))
     csr_matvec(z_h1, a_x, W0_x_h1, ptr0_x_h1, idx0_x_h1)
     scale_rows(z_h1, s_h1)
-    a_h1, d1_h1 = tanh_first(z_h1)
+    a_h1, d1_h1 = act.apply_first(z_h1, act.tanh, act.tanh_first)
     # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
     z_h2 = np.zeros((n, n_h2))
     csr_matvec(z_h2, a_x, W1_x_h2, ptr1_x_h2, idx1_x_h2)
     csr_matvec(z_h2, a_h1, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
     scale_rows(z_h2, s_h2)
-    a_h2, d1_h2 = tanh_first(z_h2)
+    a_h2, d1_h2 = act.apply_first(z_h2, act.tanh, act.tanh_first)
     # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
     z_h3 = np.zeros((n, n_h3))
     csr_matvec(z_h3, a_x, W3_x_h3, ptr3_x_h3, idx3_x_h3)
     csr_matvec(z_h3, a_h1, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
     csr_matvec(z_h3, a_h2, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
     scale_rows(z_h3, s_h3)
-    a_h3, d1_h3 = tanh_first(z_h3)
+    a_h3, d1_h3 = act.apply_first(z_h3, act.tanh, act.tanh_first)
     # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
     z_out = np.zeros((n, n_out))
     csr_matvec(z_out, a_x, W6_x_out, ptr6_x_out, idx6_x_out)
@@ -944,7 +394,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     csr_tangent(z_h1[0], tz_h1[0], W0_x_h1, V0_x_h1, ptr0_x_h1, idx0_x_h1, a_x[0], t_x[0])
     scale_rows(z_h1, s_h1)
     scale_rows(tz_h1, s_h1)
-    a_h1, d1_h1, d2_h1 = tanh_second(z_h1)
+    a_h1, d1_h1, d2_h1 = act.apply_second(z_h1, act.tanh, act.tanh_first, act.tanh_second)
     t_h1 = multiply(d1_h1, tz_h1)
     # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
     z_h2 = np.zeros((1, n_h2))
@@ -953,7 +403,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     csr_tangent(z_h2[0], tz_h2[0], W2_h1_h2, V2_h1_h2, ptr2_h1_h2, idx2_h1_h2, a_h1[0], t_h1[0])
     scale_rows(z_h2, s_h2)
     scale_rows(tz_h2, s_h2)
-    a_h2, d1_h2, d2_h2 = tanh_second(z_h2)
+    a_h2, d1_h2, d2_h2 = act.apply_second(z_h2, act.tanh, act.tanh_first, act.tanh_second)
     t_h2 = multiply(d1_h2, tz_h2)
     # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
     z_h3 = np.zeros((1, n_h3))
@@ -963,7 +413,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     csr_tangent(z_h3[0], tz_h3[0], W5_h2_h3, V5_h2_h3, ptr5_h2_h3, idx5_h2_h3, a_h2[0], t_h2[0])
     scale_rows(z_h3, s_h3)
     scale_rows(tz_h3, s_h3)
-    a_h3, d1_h3, d2_h3 = tanh_second(z_h3)
+    a_h3, d1_h3, d2_h3 = act.apply_second(z_h3, act.tanh, act.tanh_first, act.tanh_second)
     t_h3 = multiply(d1_h3, tz_h3)
     # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
     z_out = np.zeros((1, n_out))
@@ -1078,20 +528,20 @@ def hessian_state(w, X, outputs, sizes, scales, indptrs, indices):
     z_h1 = np.zeros((n, n_h1))
     csr_matvec(z_h1, a_x, W0_x_h1, ptr0_x_h1, idx0_x_h1)
     scale_rows(z_h1, s_h1)
-    a_h1, d1_h1, d2_h1 = tanh_second(z_h1)
+    a_h1, d1_h1, d2_h1 = act.apply_second(z_h1, act.tanh, act.tanh_first, act.tanh_second)
     # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
     z_h2 = np.zeros((n, n_h2))
     csr_matvec(z_h2, a_x, W1_x_h2, ptr1_x_h2, idx1_x_h2)
     csr_matvec(z_h2, a_h1, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
     scale_rows(z_h2, s_h2)
-    a_h2, d1_h2, d2_h2 = tanh_second(z_h2)
+    a_h2, d1_h2, d2_h2 = act.apply_second(z_h2, act.tanh, act.tanh_first, act.tanh_second)
     # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
     z_h3 = np.zeros((n, n_h3))
     csr_matvec(z_h3, a_x, W3_x_h3, ptr3_x_h3, idx3_x_h3)
     csr_matvec(z_h3, a_h1, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
     csr_matvec(z_h3, a_h2, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
     scale_rows(z_h3, s_h3)
-    a_h3, d1_h3, d2_h3 = tanh_second(z_h3)
+    a_h3, d1_h3, d2_h3 = act.apply_second(z_h3, act.tanh, act.tanh_first, act.tanh_second)
     # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
     z_out = np.zeros((n, n_out))
     csr_matvec(z_out, a_x, W6_x_out, ptr6_x_out, idx6_x_out)
@@ -1359,20 +809,20 @@ def ntk(w, X1, X2, same, sizes, scales, indptrs, indices):
     z_h1 = np.zeros((n, n_h1))
     csr_matvec(z_h1, a_x, W0_x_h1, ptr0_x_h1, idx0_x_h1)
     scale_rows(z_h1, s_h1)
-    a_h1, d1_h1 = tanh_first(z_h1)
+    a_h1, d1_h1 = act.apply_first(z_h1, act.tanh, act.tanh_first)
     # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
     z_h2 = np.zeros((n, n_h2))
     csr_matvec(z_h2, a_x, W1_x_h2, ptr1_x_h2, idx1_x_h2)
     csr_matvec(z_h2, a_h1, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
     scale_rows(z_h2, s_h2)
-    a_h2, d1_h2 = tanh_first(z_h2)
+    a_h2, d1_h2 = act.apply_first(z_h2, act.tanh, act.tanh_first)
     # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
     z_h3 = np.zeros((n, n_h3))
     csr_matvec(z_h3, a_x, W3_x_h3, ptr3_x_h3, idx3_x_h3)
     csr_matvec(z_h3, a_h1, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
     csr_matvec(z_h3, a_h2, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
     scale_rows(z_h3, s_h3)
-    a_h3, d1_h3 = tanh_first(z_h3)
+    a_h3, d1_h3 = act.apply_first(z_h3, act.tanh, act.tanh_first)
     # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
     z_out = np.zeros((n, n_out))
     csr_matvec(z_out, a_x, W6_x_out, ptr6_x_out, idx6_x_out)

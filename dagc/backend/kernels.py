@@ -1,11 +1,26 @@
-{#- Loops shared by the passes: sparse (CSR) connections and outer products written in place.
-    Emitted only when a module uses them. Rows j of the destination own CSR entries
-    ptr[j]..ptr[j+1]; idx[e] is the source neuron of entry e, w[e] its weight.
-    Where entries are the innermost loop, e runs over unsigned integers: numba wraps negative
-    signed indices, which costs six integer instructions per array access there (without it,
-    the per-sample HVP loops take 0.80-0.87x the time). -#}
-{% macro csr(need_sparse) %}
-{% if need_sparse %}
+"""The loops every generated module shares: dense products and elementwise updates, the sparse
+(CSR) connections' passes, and the outer products written in place.
+
+Generated modules import the kernels they use by name (`from dagc.backend.kernels import ...`),
+so each exists once, here, and is unit tested on its own (tests/backend/test_kernels.py).
+numba compiles a kernel into every generated function that calls it, which is why a generated
+module's name carries a digest of this file (see `dagc.backend.cache`): a changed kernel must
+never load a module's stale machine code from numba's cache.
+
+CSR conventions: rows j of the destination own entries ptr[j]..ptr[j+1]; idx[e] is the source
+neuron of entry e, w[e] its weight. Where entries are the innermost loop, e runs over unsigned
+integers: numba wraps negative signed indices, which costs six integer instructions per array
+access there. Every activation is a 2-D array of rows (samples); the HVP's single sample is
+one row, so all passes share the same compiled kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .jit import jit
+
+
 @jit
 def csr_matvec(z, a, w, ptr, idx):
     """z[i, j] += sum over entries e of row j of w[e] * a[i, idx[e]].
@@ -148,7 +163,7 @@ def csr_hvp_rows(H, da, tda, w, v, ptr, idx, g, tg, a, t):
         tgj = tg[j]
         for e in range(np.uint64(ptr[j]), np.uint64(ptr[j + 1])):
             # every load before the first store: a store to da may alias w, v, a or t for all
-            # numba knows, so it would load them again (this order takes 0.91x the time)
+            # numba knows, so it would load them again
             i = idx[e]
             we = w[e]
             ve = v[e]
@@ -159,9 +174,9 @@ def csr_hvp_rows(H, da, tda, w, v, ptr, idx, g, tg, a, t):
             tda[i] += tgj * we + gj * ve
 
 
-# A block of csr_ntk's transposed Jacobian: NTK_BLOCK_ENTRIES x samples floats, 1 MiB for
-# 128 samples, so it stays in cache between being built and multiplied. Blocks of 64k
-# entries, each a new 64 MiB array built across the samples, took 6x as long.
+# A block of csr_ntk's transposed Jacobian: NTK_BLOCK_ENTRIES x samples floats, small enough
+# to stay in cache between being built and multiplied (much larger blocks, each a new array
+# built across the samples, were several times slower: docs/benchmarks.md).
 NTK_BLOCK_ENTRIES = 1024
 
 
@@ -258,10 +273,7 @@ def csr_factored_adjoint(tda, gq, w, ptr, idx, tg, g, p, a, q):
                 gqi[s] += vg
     tda += tdaT.T
     gq += gqT.T
-{% endif %}
-{% endmacro %}
 
-{% macro dense() %}
 @jit
 def matrix(vec, offset, rows, cols):
     """The (rows, cols) row-major piece of a flat vector that starts at `offset`, as a view."""
@@ -273,8 +285,8 @@ def matmul_t(a, W):
     """a @ W.T through BLAS: every row of a through a connection's weights.
 
     For fewer than 32 rows (Lanczos batches) and a large W, OpenBLAS computes W @ a.T faster
-    than a @ W.T: 0.55-0.8x the time at widths 512 and 2048, measured for 8-24 rows. It goes
-    through `matmul`, whose product of two C arrays the VJP compiles anyway.
+    than a @ W.T (docs/benchmarks.md). It goes through `matmul`, whose product of two C
+    arrays the VJP compiles anyway.
     """
     if a.shape[0] < 32 and W.shape[1] >= 256:
         return np.ascontiguousarray(matmul(W, np.ascontiguousarray(a.T)).T)
@@ -408,8 +420,8 @@ def dense_hvp_rows(H, da, tda, W, V, g, tg, a, t):
         Hj = H[j]
         gj = g[0, j]
         tgj = tg[0, j]
-        for l in range(Hj.size):
-            Hj[l] = tgj * a[0, l] + gj * t[0, l]
+        for col in range(Hj.size):
+            Hj[col] = tgj * a[0, col] + gj * t[0, col]
 
 
 @jit
@@ -418,8 +430,8 @@ def dense_outer1(out, u, v):
     for j in range(u.size):
         c = u[j]
         row = out[j]
-        for l in range(v.size):
-            row[l] = c * v[l]
+        for col in range(v.size):
+            row[col] = c * v[col]
 
 
 @jit
@@ -429,9 +441,9 @@ def dense_factored_tangent(gp, p, g, a, q):
     for i in range(a.shape[0]):
         aa = 0.0
         qa = 0.0
-        for l in range(a.shape[1]):
-            aa += a[i, l] * a[i, l]
-            qa += q[i, l] * a[i, l]
+        for col in range(a.shape[1]):
+            aa += a[i, col] * a[i, col]
+            qa += q[i, col] * a[i, col]
         for j in range(gp.shape[1]):
             gp[i, j] += p[i, j] * aa + g[i, j] * qa
 
@@ -445,10 +457,10 @@ def dense_factored_adjoint(tda, gq, p, g, a, q):
         for j in range(g.shape[1]):
             pg += p[i, j] * g[i, j]
             gg += g[i, j] * g[i, j]
-        for l in range(a.shape[1]):
-            vg = a[i, l] * pg + q[i, l] * gg
-            tda[i, l] += vg
-            gq[i, l] += vg
+        for col in range(a.shape[1]):
+            vg = a[i, col] * pg + q[i, col] * gg
+            tda[i, col] += vg
+            gq[i, col] += vg
 
 
 @jit
@@ -484,4 +496,3 @@ def put_columns(C, x):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             C[i, j] = x[i, j]
-{% endmacro %}

@@ -10,344 +10,49 @@ Blocks in topological order:
 Every pass takes the flat parameter vector w (layout: `CompiledNet.layout`) and, last, the
 run-time description of the network: `sizes` (int64, one per block in the order above),
 `scales` (one float64 array 1/sqrt(in-degree) per non-input block) and, per sparse
-connection, its CSR `indptrs` (int64) and `indices` (uint32). Sizes are arguments, so one compiled module
-serves every width. Activations are (samples, neurons) arrays.
+connection, its CSR `indptrs` (int64) and `indices` (uint32). Sizes are arguments, so one
+compiled module serves every width. Activations are (samples, neurons) arrays. The loops
+shared by every architecture are imported from dagc.backend.kernels, the activations from
+the registry dagc.ops.activations.
+
+Naming. A block B owns the locals n_B (size), s_B (scales), z_B (pre-activation), a_B
+(activations), d1_B/d2_B (derivatives), da_B (adjoint of a_B), g_B (adjoint of its pre-scale
+sum), and in the HVP their tangents tz_B, t_B, tda_B, tg_B. Connection k from A to B owns
+Wk_A_B, ok_A_B and, when sparse, ptrk_A_B/idxk_A_B; a bias is Wb_B at ob_B. Tangent, gradient
+and Hessian pieces use V, G and H in place of W; in the NTK, A_B is B's Gram matrix and S_B,
+Gk_B the sums it needs; the factored HVP's coordinates of B are p_B and q_B (starting at
+op_B, oq_B in a row of C), with gp_B, gq_B their parts of U^T U C. Pass-level locals never
+start with one of these prefixes, so block names cannot collide with them. Every activation
+is a 2-D array of rows (samples); the HVP's single sample is one row, so all passes share the
+same compiled kernels.
 """
 
-import math
-
 import numpy as np
-from numba import njit
 
-# Every function: cached on disk; numpy's error model (no division-by-zero branch, so loops
-# vectorize); no C-callable wrapper, which nothing here uses and which cost about 8% of a
-# cold compile.
-jit = njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
-
-
-
-@jit
-def exp_neg_fraction(u):
-    """exp(-u) = n / d for 0 <= u <= 38, as the pair (n, d), in arithmetic only, so that loops
-    calling it vectorize (a libm call does not). Left as a fraction so that tanh_scalar's exp
-    branch divides once, not twice: 0.76x the time of tanh with AVX2.
-
-    u = k ln2 - s with |s| <= ln2 / 2 (Cody-Waite: k * 6.93145751953125e-1 is exact), Cephes'
-    Pade form (q + p) / (q - p) of exp(s), then the exact scaling by 2^-k one binary digit of k
-    at a time. k comes from np.floor, which stays in floating point: with math.floor's integer
-    the loop converted one element at a time (AVX2 has no vector conversion to int64).
-    """
-    k = np.floor(u * 1.4426950408889634 + 0.5)
-    s = (k * 6.93145751953125e-1 - u) + k * 1.42860682030941723212e-6
-    ss = s * s
-    px = s * ((1.26177193074810590878e-4 * ss + 3.02994407707441961300e-2) * ss
-              + 9.99999999999999999910e-1)
-    qx = ((3.00198505138664455042e-6 * ss + 2.52448340349684104192e-3) * ss
-          + 2.27265548208155028766e-1) * ss + 2.0
-    scale = 1.0
-    for digit, factor in ((32.0, 2.0 ** -32), (16.0, 2.0 ** -16), (8.0, 2.0 ** -8),
-                          (4.0, 2.0 ** -4), (2.0, 2.0 ** -2), (1.0, 2.0 ** -1)):
-        take = k >= digit
-        scale = scale * (factor if take else 1.0)
-        k = k - (digit if take else 0.0)
-    return scale * (qx + px), qx - px
-
-
-@jit
-def tanh_scalar(t):
-    """tanh(t) within 1 ulp (libm's tanh: 2 ulp), branch-free so that its loops vectorize:
-    3.4 ns an element on a machine with AVX2 and no AVX-512, against 18.5 ns for libm's tanh.
-
-    Cephes' rational approximation below 0.625, 1 - 2e / (1 + e) with e = exp(-2|t|) above,
-    1 from 19 on (where 1 - tanh is below half an ulp of 1). Both branches are computed and
-    one is selected; a NaN goes through the rational branch and stays NaN.
-    """
-    x = abs(t)
-    r = 0.625 if x >= 0.625 else x  # the rational branch's argument, kept finite
-    s = r * r
-    small = r + r * s * ((-9.64399179425052238628e-1 * s - 9.92877231001918586564e1) * s
-                         - 1.61468768441708447952e3) \
-        / (((s + 1.12811678491632931402e2) * s + 2.23548839060100448583e3) * s
-           + 4.84406305325125486048e3)
-    n, d = exp_neg_fraction(2.0 * x if x < 19.0 else 38.0)
-    large = 1.0 - 2.0 * n / (d + n)  # 2e / (1 + e) with e = n / d
-    y = large if x >= 0.625 else small
-    y = 1.0 if x >= 19.0 else y
-    return math.copysign(y, t)
-
-
-@jit
-def tanh_value(z):
-    """tanh(z) elementwise, as a new array."""
-    a = np.empty_like(z)
-    zf = z.reshape(-1)
-    af = a.reshape(-1)
-    for i in range(zf.size):
-        t = zf[i]
-        af[i] = tanh_scalar(t)
-    return a
-
-
-@jit
-def tanh_first(z):
-    """tanh(z) and its first derivative, elementwise."""
-    a = np.empty_like(z)
-    d1 = np.empty_like(z)
-    zf = z.reshape(-1)
-    af = a.reshape(-1)
-    d1f = d1.reshape(-1)
-    for i in range(zf.size):
-        t = zf[i]
-        y = tanh_scalar(t)
-        af[i] = y
-        d1f[i] = 1.0 - y * y
-    return a, d1
-
-
-@jit
-def tanh_second(z):
-    """tanh(z) and its first and second derivatives, elementwise."""
-    a = np.empty_like(z)
-    d1 = np.empty_like(z)
-    d2 = np.empty_like(z)
-    zf = z.reshape(-1)
-    af = a.reshape(-1)
-    d1f = d1.reshape(-1)
-    d2f = d2.reshape(-1)
-    for i in range(zf.size):
-        t = zf[i]
-        y = tanh_scalar(t)
-        p = 1.0 - y * y
-        af[i] = y
-        d1f[i] = p
-        d2f[i] = -2.0 * y * p
-    return a, d1, d2
-
-
-
-
-@jit
-def matrix(vec, offset, rows, cols):
-    """The (rows, cols) row-major piece of a flat vector that starts at `offset`, as a view."""
-    return vec[offset:offset + rows * cols].reshape((rows, cols))
-
-
-@jit
-def matmul_t(a, W):
-    """a @ W.T through BLAS: every row of a through a connection's weights.
-
-    For fewer than 32 rows (Lanczos batches) and a large W, OpenBLAS computes W @ a.T faster
-    than a @ W.T: 0.55-0.8x the time at widths 512 and 2048, measured for 8-24 rows. It goes
-    through `matmul`, whose product of two C arrays the VJP compiles anyway.
-    """
-    if a.shape[0] < 32 and W.shape[1] >= 256:
-        return np.ascontiguousarray(matmul(W, np.ascontiguousarray(a.T)).T)
-    return np.dot(a, W.T)
-
-
-@jit
-def matmul(g, W):
-    """g @ W through BLAS: adjoints sent back through a connection."""
-    return np.dot(g, W)
-
-
-@jit
-def matmul_tn_into(out, g, a):
-    """out = g.T @ a through BLAS: a weight gradient summed over the samples."""
-    np.dot(g.T, a, out)
-
-
-@jit
-def add_to(x, y):
-    """x += y for arrays of one shape (a loop: numba's array expressions compile slowly)."""
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    for i in range(xf.size):
-        xf[i] += yf[i]
-
-
-@jit
-def add_rows(z, b):
-    """z[..., j] += b[j]: a bias added to every row."""
-    zf = z.reshape(-1)
-    m = b.size
-    for r in range(zf.size // m):
-        for j in range(m):
-            zf[r * m + j] += b[j]
-
-
-@jit
-def scale_rows(z, s):
-    """z[..., j] *= s[j]: the 1/sqrt(in-degree) of each neuron."""
-    zf = z.reshape(-1)
-    m = s.size
-    for r in range(zf.size // m):
-        for j in range(m):
-            zf[r * m + j] *= s[j]
-
-
-@jit
-def adjoint(da, d1, s):
-    """g = da * phi'(z) * s: the adjoint of a block's pre-scale sum."""
-    g = np.empty_like(da)
-    gf = g.reshape(-1)
-    daf = da.reshape(-1)
-    d1f = d1.reshape(-1)
-    m = s.size
-    for r in range(gf.size // m):
-        for j in range(m):
-            i = r * m + j
-            gf[i] = daf[i] * d1f[i] * s[j]
-    return g
-
-
-@jit
-def adjoint_tangent(tda, da, d1, d2, tz, s):
-    """The tangent of `adjoint`: (tda * phi'(z) + da * phi''(z) * tz) * s."""
-    tg = np.empty_like(tda)
-    tgf = tg.reshape(-1)
-    tdaf = tda.reshape(-1)
-    daf = da.reshape(-1)
-    d1f = d1.reshape(-1)
-    d2f = d2.reshape(-1)
-    tzf = tz.reshape(-1)
-    m = s.size
-    for r in range(tgf.size // m):
-        for j in range(m):
-            i = r * m + j
-            tgf[i] = (tdaf[i] * d1f[i] + daf[i] * d2f[i] * tzf[i]) * s[j]
-    return tg
-
-
-@jit
-def multiply(x, y):
-    """x * y elementwise, as a new array."""
-    out = np.empty_like(x)
-    outf = out.reshape(-1)
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    for i in range(xf.size):
-        outf[i] = xf[i] * yf[i]
-    return out
-
-
-@jit
-def column_sums(out, g):
-    """out[j] = sum over rows i of g[i, j]."""
-    out[:] = 0.0
-    for i in range(g.shape[0]):
-        for j in range(g.shape[1]):
-            out[j] += g[i, j]
-
-
-@jit
-def add_product(K, A, B):
-    """K += A * B elementwise (2-D)."""
-    for i in range(K.shape[0]):
-        for j in range(K.shape[1]):
-            K[i, j] += A[i, j] * B[i, j]
-
-
-@jit
-def dense_tangent(z, tz, W, V, a, t):
-    """HVP forward for one sample (rows of shape (1, n)): z += W a and tz += W t + V a.
-
-    The forward pass's BLAS products, already compiled: at width 2048 they beat one fused
-    hand-written sweep over W and V, which does not vectorize without reassociating its sums.
-    """
-    add_to(z, matmul_t(a, W))
-    add_to(tz, matmul_t(t, W))
-    add_to(tz, matmul_t(a, V))
-
-
-@jit
-def dense_hvp_rows(H, da, tda, W, V, g, tg, a, t):
-    """HVP backward for one sample (rows of shape (1, n)): da += W^T g and
-    tda += W^T tg + V^T g (BLAS, as in dense_tangent), and the Hessian piece
-    H = tg a^T + g t^T."""
-    add_to(da, matmul(g, W))
-    add_to(tda, matmul(tg, W))
-    add_to(tda, matmul(g, V))
-    for j in range(H.shape[0]):
-        Hj = H[j]
-        gj = g[0, j]
-        tgj = tg[0, j]
-        for l in range(Hj.size):
-            Hj[l] = tgj * a[0, l] + gj * t[0, l]
-
-
-@jit
-def dense_outer1(out, u, v):
-    """out[j, l] = u[j] * v[l]."""
-    for j in range(u.size):
-        c = u[j]
-        row = out[j]
-        for l in range(v.size):
-            row[l] = c * v[l]
-
-
-@jit
-def dense_factored_tangent(gp, p, g, a, q):
-    """gp += V a, row by row, for the rank-two tangent weights V = p a^T + g q^T of one
-    sample: p (a . a) + g (q . a), without forming V."""
-    for i in range(a.shape[0]):
-        aa = 0.0
-        qa = 0.0
-        for l in range(a.shape[1]):
-            aa += a[i, l] * a[i, l]
-            qa += q[i, l] * a[i, l]
-        for j in range(gp.shape[1]):
-            gp[i, j] += p[i, j] * aa + g[i, j] * qa
-
-
-@jit
-def dense_factored_adjoint(tda, gq, p, g, a, q):
-    """V^T g = a (p . g) + q (g . g) for V = p a^T + g q^T, added to tda and to gq."""
-    for i in range(a.shape[0]):
-        pg = 0.0
-        gg = 0.0
-        for j in range(g.shape[1]):
-            pg += p[i, j] * g[i, j]
-            gg += g[i, j] * g[i, j]
-        for l in range(a.shape[1]):
-            vg = a[i, l] * pg + q[i, l] * gg
-            tda[i, l] += vg
-            gq[i, l] += vg
-
-
-@jit
-def output_adjoint(C, f, fit):
-    """The adjoints of the outputs f (n, k) from C (n, k), a slice of the caller's adjoints
-    (copied), or, with `fit`, of its targets: (f - C) / n (the mean squared error's)."""
-    da = columns(C)
-    if fit:
-        n = f.shape[0]
-        for i in range(n):
-            for j in range(f.shape[1]):
-                da[i, j] = (f[i, j] - da[i, j]) / n
-    return da
-
-
-@jit
-def columns(C):
-    """A contiguous copy of C, a column slice of a larger array.
-
-    The column kernels take slices rather than (array, start): a start of 0 written as a
-    literal would make numba compile a second, Literal[int](0) specialization of each.
-    """
-    out = np.empty(C.shape)
-    for i in range(C.shape[0]):
-        for j in range(C.shape[1]):
-            out[i, j] = C[i, j]
-    return out
-
-
-@jit
-def put_columns(C, x):
-    """C[:, :] = x, C a column slice of a larger array."""
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            C[i, j] = x[i, j]
+from dagc.backend.jit import jit
+from dagc.backend.kernels import (
+    add_product,
+    add_rows,
+    add_to,
+    adjoint,
+    adjoint_tangent,
+    column_sums,
+    columns,
+    dense_factored_adjoint,
+    dense_factored_tangent,
+    dense_hvp_rows,
+    dense_outer1,
+    dense_tangent,
+    matmul,
+    matmul_t,
+    matmul_tn_into,
+    matrix,
+    multiply,
+    output_adjoint,
+    put_columns,
+    scale_rows,
+)
+from dagc.ops import activations as act
 
 
 @jit
@@ -381,16 +86,16 @@ def forward(w, X, sizes, scales, indptrs, indices):
     z_h1 = matmul_t(a_x, W0_x_h1)
     add_rows(z_h1, Wb_h1)
     scale_rows(z_h1, s_h1)
-    a_h1 = tanh_value(z_h1)
+    a_h1 = act.apply(z_h1, act.tanh)
     # h2 = tanh(s * (W h1)) + h1
     z_h2 = matmul_t(a_h1, W1_h1_h2)
     scale_rows(z_h2, s_h2)
-    a_h2 = tanh_value(z_h2)
+    a_h2 = act.apply(z_h2, act.tanh)
     add_to(a_h2, a_h1)
     # h3 = tanh(s * (W h2)) + h2
     z_h3 = matmul_t(a_h2, W2_h2_h3)
     scale_rows(z_h3, s_h3)
-    a_h3 = tanh_value(z_h3)
+    a_h3 = act.apply(z_h3, act.tanh)
     add_to(a_h3, a_h2)
     # out = identity(s * (W h3))
     z_out = matmul_t(a_h3, W3_h3_out)
@@ -409,8 +114,7 @@ def backward(w, X, C, fit, per_sample, grad, F, sizes, scales, indptrs, indices)
     forward sweep. The outputs f(X) go into F (n, n_out) either way.
 
     One forward and one backward sweep. The caller allocates grad: numpy asks for huge pages
-    for a large array, while numba's arrays fault in 4 KB at a time (10x slower to fill at
-    100 MB here).
+    for a large array, while numba's arrays fault in 4 KB at a time, much slower to fill.
     """
     # block sizes
     n_x = sizes[0]
@@ -440,16 +144,16 @@ def backward(w, X, C, fit, per_sample, grad, F, sizes, scales, indptrs, indices)
     z_h1 = matmul_t(a_x, W0_x_h1)
     add_rows(z_h1, Wb_h1)
     scale_rows(z_h1, s_h1)
-    a_h1, d1_h1 = tanh_first(z_h1)
+    a_h1, d1_h1 = act.apply_first(z_h1, act.tanh, act.tanh_first)
     # h2 = tanh(s * (W h1)) + h1
     z_h2 = matmul_t(a_h1, W1_h1_h2)
     scale_rows(z_h2, s_h2)
-    a_h2, d1_h2 = tanh_first(z_h2)
+    a_h2, d1_h2 = act.apply_first(z_h2, act.tanh, act.tanh_first)
     add_to(a_h2, a_h1)
     # h3 = tanh(s * (W h2)) + h2
     z_h3 = matmul_t(a_h2, W2_h2_h3)
     scale_rows(z_h3, s_h3)
-    a_h3, d1_h3 = tanh_first(z_h3)
+    a_h3, d1_h3 = act.apply_first(z_h3, act.tanh, act.tanh_first)
     add_to(a_h3, a_h2)
     # out = identity(s * (W h3))
     z_out = matmul_t(a_h3, W3_h3_out)
@@ -555,7 +259,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     add_rows(tz_h1, Vb_h1)
     scale_rows(z_h1, s_h1)
     scale_rows(tz_h1, s_h1)
-    a_h1, d1_h1, d2_h1 = tanh_second(z_h1)
+    a_h1, d1_h1, d2_h1 = act.apply_second(z_h1, act.tanh, act.tanh_first, act.tanh_second)
     t_h1 = multiply(d1_h1, tz_h1)
     # h2 = tanh(s * (W h1)) + h1
     z_h2 = np.zeros((1, n_h2))
@@ -563,7 +267,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     dense_tangent(z_h2, tz_h2, W1_h1_h2, V1_h1_h2, a_h1, t_h1)
     scale_rows(z_h2, s_h2)
     scale_rows(tz_h2, s_h2)
-    a_h2, d1_h2, d2_h2 = tanh_second(z_h2)
+    a_h2, d1_h2, d2_h2 = act.apply_second(z_h2, act.tanh, act.tanh_first, act.tanh_second)
     t_h2 = multiply(d1_h2, tz_h2)
     add_to(a_h2, a_h1)
     add_to(t_h2, t_h1)
@@ -573,7 +277,7 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
     dense_tangent(z_h3, tz_h3, W2_h2_h3, V2_h2_h3, a_h2, t_h2)
     scale_rows(z_h3, s_h3)
     scale_rows(tz_h3, s_h3)
-    a_h3, d1_h3, d2_h3 = tanh_second(z_h3)
+    a_h3, d1_h3, d2_h3 = act.apply_second(z_h3, act.tanh, act.tanh_first, act.tanh_second)
     t_h3 = multiply(d1_h3, tz_h3)
     add_to(a_h3, a_h2)
     add_to(t_h3, t_h2)
@@ -655,16 +359,16 @@ def hessian_state(w, X, outputs, sizes, scales, indptrs, indices):
     z_h1 = matmul_t(a_x, W0_x_h1)
     add_rows(z_h1, Wb_h1)
     scale_rows(z_h1, s_h1)
-    a_h1, d1_h1, d2_h1 = tanh_second(z_h1)
+    a_h1, d1_h1, d2_h1 = act.apply_second(z_h1, act.tanh, act.tanh_first, act.tanh_second)
     # h2 = tanh(s * (W h1)) + h1
     z_h2 = matmul_t(a_h1, W1_h1_h2)
     scale_rows(z_h2, s_h2)
-    a_h2, d1_h2, d2_h2 = tanh_second(z_h2)
+    a_h2, d1_h2, d2_h2 = act.apply_second(z_h2, act.tanh, act.tanh_first, act.tanh_second)
     add_to(a_h2, a_h1)
     # h3 = tanh(s * (W h2)) + h2
     z_h3 = matmul_t(a_h2, W2_h2_h3)
     scale_rows(z_h3, s_h3)
-    a_h3, d1_h3, d2_h3 = tanh_second(z_h3)
+    a_h3, d1_h3, d2_h3 = act.apply_second(z_h3, act.tanh, act.tanh_first, act.tanh_second)
     add_to(a_h3, a_h2)
     # out = identity(s * (W h3))
     z_out = matmul_t(a_h3, W3_h3_out)
@@ -868,16 +572,16 @@ def ntk(w, X1, X2, same, sizes, scales, indptrs, indices):
     z_h1 = matmul_t(a_x, W0_x_h1)
     add_rows(z_h1, Wb_h1)
     scale_rows(z_h1, s_h1)
-    a_h1, d1_h1 = tanh_first(z_h1)
+    a_h1, d1_h1 = act.apply_first(z_h1, act.tanh, act.tanh_first)
     # h2 = tanh(s * (W h1)) + h1
     z_h2 = matmul_t(a_h1, W1_h1_h2)
     scale_rows(z_h2, s_h2)
-    a_h2, d1_h2 = tanh_first(z_h2)
+    a_h2, d1_h2 = act.apply_first(z_h2, act.tanh, act.tanh_first)
     add_to(a_h2, a_h1)
     # h3 = tanh(s * (W h2)) + h2
     z_h3 = matmul_t(a_h2, W2_h2_h3)
     scale_rows(z_h3, s_h3)
-    a_h3, d1_h3 = tanh_first(z_h3)
+    a_h3, d1_h3 = act.apply_first(z_h3, act.tanh, act.tanh_first)
     add_to(a_h3, a_h2)
     # out = identity(s * (W h3))
     z_out = matmul_t(a_h3, W3_h3_out)

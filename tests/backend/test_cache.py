@@ -1,0 +1,103 @@
+"""The module cache: names cover the shared sources, damaged files are rewritten and never
+imported, and nothing compiles on import or with jit=False."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import arch_path
+
+import dagc
+from dagc import DagcError
+from dagc.backend import cache
+from dagc.frontend import spec
+from dagc.ir import graph
+
+
+@pytest.fixture
+def ir():
+    return graph.build(spec.load(arch_path("tiny")))
+
+
+def test_the_name_covers_every_shared_source(ir, tmp_path, monkeypatch):
+    assert {p.name for p in cache.DEPENDENCIES} == {"kernels.py", "activations.py", "jit.py"}
+    assert all(p.is_file() for p in cache.DEPENDENCIES)
+    before = cache.write_module(ir, tmp_path)
+    monkeypatch.setattr(cache, "dependencies_digest", lambda: "a changed kernel")
+    after = cache.write_module(ir, tmp_path)
+    assert after != before and after.read_text() == before.read_text()
+    assert after.stem.startswith("tiny_")
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "modified"])
+def test_a_damaged_module_is_rewritten_not_imported(ir, tmp_path, damage):
+    path = cache.write_module(ir, tmp_path)
+    good = path.read_text()
+    bad = {"empty": "", "truncated": good[:len(good) // 2],
+           "modified": good.replace("return a_out", "return a_out * 2")}[damage]
+    assert bad != good
+    path.write_text(bad)
+    with pytest.raises(DagcError, match=r"does not match the hash in its name"):
+        cache.load_module(path)
+    assert cache.write_module(ir, tmp_path) == path
+    assert path.read_text() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
+
+
+def test_an_intact_module_is_never_rewritten(ir, tmp_path):
+    path = cache.write_module(ir, tmp_path)
+    stamp = path.stat().st_mtime_ns, path.stat().st_ino
+    cache.write_module(ir, tmp_path)
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == stamp
+
+
+def test_a_module_runs_from_the_verified_text(tmp_path):
+    net = dagc.compile(arch_path("tiny"), directory=tmp_path, jit=False)
+    assert Path(net.module.__file__) == next(tmp_path.glob("tiny_*.py"))
+    w, X = net.init(3), np.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    W1, W2 = w[:12].reshape(4, 3), w[12:16].reshape(1, 4)
+    np.testing.assert_allclose(net.forward(w, X), np.tanh(X @ W1.T / np.sqrt(3)) @ W2.T / 2,
+                               rtol=1e-14)
+
+
+NOTHING_COMPILED = """\
+import sys
+from numba.core.dispatcher import Dispatcher
+compiled = [f"{m.__name__}.{n}" for m in list(sys.modules.values())
+            for n, v in list(vars(m).items()) if isinstance(v, Dispatcher) and v.signatures]
+assert not compiled, compiled
+"""
+
+
+def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DAGC_CACHE_DIR=str(tmp_path / "cache"),
+               NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+
+
+def test_importing_dagc_compiles_nothing(tmp_path):
+    code = ("import dagc, dagc.cli, dagc.backend.kernels, dagc.ops.activations, dagc.measure\n"
+            + NOTHING_COMPILED)
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (tmp_path / "numba").exists() or not any((tmp_path / "numba").rglob("*.nbc"))
+
+
+def test_jit_false_runs_every_pass_without_compiling(tmp_path):
+    code = f"""\
+import numpy as np, dagc
+net = dagc.compile({str(arch_path("kitchen_sink"))!r}, width=4, jit=False)
+w = net.init(0)
+X = np.random.default_rng(0).standard_normal((2, net.n_in))
+net.forward(w, X); net.jacobian(w, X); net.vjp(w, X, np.ones((2, net.n_out)))
+net.hvp(w, X[0], w, output=1); net.ntk(w, X)
+net.factored_hessian(w, X).apply(np.ones((2, net.factored_hessian(w, X).size)))
+""" + NOTHING_COMPILED
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
