@@ -1,0 +1,180 @@
+"""Largest |eigenvalue| of symmetric operators: batched Lanczos on many operators in lockstep,
+and scipy's ARPACK on one operator as an independent cross-check.
+
+Why Lanczos and never power iteration: the spectrum of a network's Hessian comes in near +/-
+pairs, where power iteration stalls (its rate is |lambda_2 / lambda_1| ~ 1) while Lanczos
+converges to both ends of the spectrum at once (docs/design.md, "What a sweep measures").
+
+Both functions know nothing about networks: they see an operator (``apply``/``select`` for
+Lanczos, a matvec for ARPACK). `dagc.metrics.curvature` builds the operators from a
+`CompiledNet`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from numba import njit
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+from ..errors import DagcError
+from .ritz import extreme_ritz_rows
+
+__all__ = ["BatchedOperator", "lanczos_norms", "arpack_norm", "MAX_STEPS"]
+
+# Lanczos steps before giving up; 35-60 suffice for tol=1e-6 on the bundled networks.
+MAX_STEPS = 1000
+
+# ARPACK's Lanczos basis size. Each restart re-orthogonalizes against the whole basis, which
+# reads ncv * P floats per step: at large P that costs as much as an HVP. 20 (scipy's default
+# for k=1) converges the extreme pair of a +/- spectrum in one or two restarts.
+_NCV = 20
+
+# ARPACK restarts before giving up (scipy's default, 10 P, is unbounded in practice).
+_MAX_RESTARTS = 1000
+
+
+class BatchedOperator(Protocol):
+    """What `lanczos_norms` needs: one self-adjoint operator per row of a batch."""
+
+    def apply(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H C, G C) for a batch C (rows, r): the operator and the Gram matrix of the inner
+        product <x, y> = x . G y in which H is self-adjoint (G = I for a plain symmetric
+        matrix; G C may then be C itself)."""
+
+    def select(self, keep: np.ndarray) -> BatchedOperator:
+        """The operator of the rows ``keep`` (a boolean mask)."""
+
+
+def lanczos_norms(operator: BatchedOperator, C0: np.ndarray, tol: float,
+                  max_steps: int = MAX_STEPS) -> np.ndarray:
+    """Largest |eigenvalue| of each row's operator, by Lanczos on all rows in lockstep.
+
+    C0 (rows, r) holds the start vectors. Converged rows leave the batch. A row stops when
+    the Ritz values at *both* ends of its spectrum have residual bounds below ``tol`` times
+    its largest |Ritz value| (so neither end of a +/- pair can still overtake the other).
+
+    No re-orthogonalization: the loss of orthogonality only sets in as a Ritz value converges
+    (Paige), and the loop stops there; the extreme Ritz values are monotone in the step count
+    regardless. The vectors are kept unnormalized (H and G are linear), so that the norm
+    |r|_G^2 = r . G r of a new vector comes from the same operator call as its H r.
+
+    Raises `DagcError` when a product of the operator is not finite: a norm is never computed
+    from non-finite numbers.
+    """
+    norms = np.zeros(len(C0))
+    active = np.arange(len(C0))  # the original rows still in the batch
+    alphas = np.zeros((len(C0), max_steps))  # row i's tridiagonal, filled in lockstep
+    betas = np.zeros((len(C0), max_steps))
+    v = np.array(C0, dtype=np.float64)
+    Hv, Gv = operator.apply(v)
+    c = _row_lengths(v, Gv)
+    # Checked before `c > 0` below, which would drop a NaN row as if its start had length 0.
+    _check_finite(c, Hv)
+    q_prev = np.zeros_like(v)
+    spare = np.empty_like(v)  # three vectors rotate: no allocation per step
+    beta = np.zeros(len(v))
+    keep = c > 0.0  # a start of length 0 (U C0 = 0): nothing to measure, the norm is 0
+    for step in range(max_steps):
+        if not keep.all():
+            active, operator = active[keep], operator.select(keep)
+            v, Hv, Gv, c, q_prev, spare, beta = (
+                x[keep] for x in (v, Hv, Gv, c, q_prev, spare, beta))
+        if not len(active):
+            return norms
+        # v stays intact: the operator may return it as G v (G = I)
+        alpha = _three_term(v, Hv, Gv, c, q_prev, beta, q=spare)
+        q, r, spare = spare, q_prev, v
+        Hr, Gr = operator.apply(r)
+        beta = _row_lengths(r, Gr)
+        _check_finite(alpha, beta)
+        alphas[active, step] = alpha
+        low, s_low, high, s_high = extreme_ritz_rows(alphas, betas, active, step + 1)
+        norms[active] = np.maximum(np.abs(low), np.abs(high))
+        # |beta_k s_k| bounds the distance of a Ritz value to the spectrum (exactly in exact
+        # arithmetic, up to O(eps |H|) in floating point, Paige 1980). A vanishing beta
+        # (invariant Krylov subspace: a tiny or low-rank Hessian) passes the same test.
+        keep = beta * np.maximum(s_low, s_high) > tol * norms[active]
+        betas[active, step] = beta
+        q_prev, v, Hv, Gv, c = q, r, Hr, Gr, beta
+    if keep.any():
+        warnings.warn(f"hessian_norm: Lanczos did not reach tol={tol:g} in {max_steps} steps; "
+                      "using the largest Ritz value", RuntimeWarning, stacklevel=3)
+    return norms
+
+
+def _check_finite(*arrays: np.ndarray) -> None:
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise DagcError("hessian_norm: the Hessian-vector product is not finite")
+
+
+def arpack_norm(matvec: Callable[[np.ndarray], np.ndarray], size: int, v0: np.ndarray,
+                tol: float) -> float:
+    """Largest |eigenvalue| of the symmetric operator ``matvec`` on R^size, by scipy's
+    ``eigsh`` (implicitly restarted Lanczos, ``which="LM"``) from the start vector ``v0``.
+
+    Raises `DagcError` when ARPACK finds no Ritz value at all or when it reports an error
+    (a non-finite product reaches LAPACK and fails there; the caller checks its inputs first
+    so that the message can name the argument).
+    """
+    operator = LinearOperator((size, size), matvec=matvec, dtype=np.float64)
+    try:
+        eigenvalues = eigsh(operator, k=1, which="LM", v0=v0, ncv=min(size, _NCV), tol=tol,
+                            maxiter=_MAX_RESTARTS, return_eigenvectors=False)
+    except ArpackNoConvergence as error:
+        if len(error.eigenvalues) == 0:
+            raise DagcError(f"hessian_norm: ARPACK did not converge ({error})") from error
+        warnings.warn(f"hessian_norm: ARPACK did not reach tol={tol:g}; using the best "
+                      "Ritz value", RuntimeWarning, stacklevel=3)
+        eigenvalues = error.eigenvalues
+    norm = float(np.max(np.abs(eigenvalues)))
+    if not np.isfinite(norm):
+        raise DagcError("hessian_norm: the Hessian-vector product is not finite")
+    return norm
+
+
+@njit(cache=True, error_model="numpy")
+def _three_term(v, Hv, Gv, c, q_prev, beta, q):  # pragma: no cover (compiled)
+    """One Lanczos recurrence for every row: q = v / c, and in place of q_prev
+    r = H q - beta q_prev - alpha q with alpha = <q, H q - beta q_prev>. Paige's ordering:
+    beta q_prev comes off before alpha is formed. Returns alpha."""
+    alpha = np.empty(v.shape[0])
+    for i in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            q[i, j] = v[i, j] / c[i]
+            q_prev[i, j] = Hv[i, j] / c[i] - beta[i] * q_prev[i, j]
+        alpha[i] = _dot(Gv[i], q_prev[i], c[i])
+        for j in range(v.shape[1]):
+            q_prev[i, j] -= alpha[i] * q[i, j]
+    return alpha
+
+
+@njit(cache=True, error_model="numpy")
+def _row_lengths(v, Gv):  # pragma: no cover (compiled)
+    """|v_i|_G = sqrt(v_i . (G v)_i) for every row (0 where rounding makes it negative; NaN
+    stays NaN, for the caller's finiteness check)."""
+    out = np.empty(v.shape[0])
+    for i in range(v.shape[0]):
+        out[i] = np.sqrt(max(_dot(v[i], Gv[i], 1.0), 0.0))
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _dot(a, b, divisor):  # pragma: no cover (compiled)
+    """(a / divisor) . b in a fixed summation order (four interleaved partial sums: fast
+    without fastmath, and the same bits in every process, unlike a vectorized reduction
+    whose order can depend on memory alignment)."""
+    n = len(a)
+    tail = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    for j in range(0, tail, 4):
+        s0 += a[j] / divisor * b[j]
+        s1 += a[j + 1] / divisor * b[j + 1]
+        s2 += a[j + 2] / divisor * b[j + 2]
+        s3 += a[j + 3] / divisor * b[j + 3]
+    for j in range(tail, n):
+        s0 += a[j] / divisor * b[j]
+    return (s0 + s1) + (s2 + s3)

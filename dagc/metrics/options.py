@@ -1,0 +1,146 @@
+"""The measurement options (`Options`) and the argument checks every metric shares.
+
+Each option's one-line help lives in its field's metadata, so the CLI, docs/metrics.md and the
+registry's per-metric lists of options all read the same text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from ..errors import DagcError
+
+__all__ = ["Options", "HESSIAN_METHODS", "option_help", "check_int", "check_number",
+           "check_tol", "check_method", "check_seed", "check_vector", "check_matrix",
+           "check_finite"]
+
+HESSIAN_METHODS = ("lanczos", "arpack")
+
+
+def _option(default: Any, text: str) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that changes a measurement. A sweep stores, with each result, the fields
+    its metric reads (`dagc.metrics.registry.options_for`), so two results are comparable
+    exactly when those are equal. Each field's help: `option_help`."""
+
+    inputs: int = _option(4, "inputs x per measurement, uniform on the sphere of radius "
+                             "sqrt(n_in)")
+    radius: float = _option(1.0, "R: the radius of the ball around w0 (hessian_ball) and the "
+                                 "step length along each direction (linearization)")
+    ball_points: int = _option(4, "random points w0 + R u, ||u|| = 1, of hessian_ball")
+    directions: int = _option(4, "random unit directions u of linearization")
+    train_size: int = _option(16, "points of the synthetic regression set of ntk_change")
+    loss_drop: float = _option(10.0, "ntk_change trains until the loss falls by this factor "
+                                     "(> 1) ...")
+    max_steps: int = _option(2000, "... or for at most this many gradient-descent steps")
+    tol: float = _option(1e-6, "relative tolerance of each Hessian norm (0: machine "
+                               "precision)")
+    hessian_method: str = _option("lanczos", "how Hessian norms are computed: "
+                                             + " or ".join(HESSIAN_METHODS))
+
+    def __post_init__(self) -> None:
+        check_method(self.hessian_method, "options.hessian_method")
+        for name in ("inputs", "ball_points", "directions", "train_size"):
+            check_int(getattr(self, name), f"options.{name}", minimum=1)
+        check_int(self.max_steps, "options.max_steps", minimum=0)
+        # Store floats as floats, so Options(radius=1) and Options(radius=1.0) serialize alike.
+        for name, low, strict in (("radius", 0.0, True), ("loss_drop", 1.0, True),
+                                  ("tol", 0.0, False)):
+            value = check_number(getattr(self, name), f"options.{name}", low, strict)
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Options:
+        """Inverse of ``dataclasses.asdict``; missing keys take their defaults, unknown keys
+        are an error (a store written by a newer dagc must not be silently reinterpreted)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DagcError(f"options: unknown field(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def option_help() -> dict[str, str]:
+    """{option name: its one-line help}, in `Options` field order."""
+    return {f.name: f.metadata["help"] for f in fields(Options)}
+
+
+def check_number(value: Any, name: str, low: float, strict: bool) -> float:
+    """``value`` as a float, or `DagcError` naming ``name`` unless it is a finite number
+    above ``low`` (``strict``) or at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DagcError(f"{name}: expected a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < low or (strict and value == low):
+        relation = ">" if strict else ">="
+        raise DagcError(f"{name}: expected a finite number {relation} {low:g}, got {value!r}")
+    return value
+
+
+def check_int(value: Any, name: str, minimum: int) -> None:
+    """`DagcError` naming ``name`` unless ``value`` is an integer (not a bool) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DagcError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def check_tol(value: Any, name: str) -> float:
+    """``value`` as a float, or `DagcError` unless it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0:
+        raise DagcError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_method(value: Any, name: str) -> None:
+    """`DagcError` unless ``value`` is one of `HESSIAN_METHODS`."""
+    if value not in HESSIAN_METHODS:
+        raise DagcError(f"{name}: unknown Hessian-norm method {value!r}; known: "
+                        f"{', '.join(HESSIAN_METHODS)}")
+
+
+def check_seed(seed: Any) -> None:
+    """`DagcError` unless ``seed`` is an integer >= 0."""
+    check_int(seed, "seed", minimum=0)
+
+
+def check_finite(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` itself, or `DagcError` naming ``name`` if it holds NaN or inf: a metric is
+    never computed from non-finite numbers (they would otherwise come out as a plausible
+    number, e.g. a Hessian norm of 0)."""
+    if not np.isfinite(array).all():
+        raise DagcError(f"{name}: contains NaN or inf")
+    return array
+
+
+def check_vector(value: Any, name: str, size: int) -> np.ndarray:
+    """``value`` as a contiguous finite float64 array of shape (size,), or `DagcError`."""
+    if not isinstance(value, np.ndarray) or value.dtype != np.float64 \
+            or value.shape != (size,):
+        raise DagcError(f"{name}: expected a float64 array of shape ({size},), got "
+                        f"{_described(value)}")
+    return check_finite(np.ascontiguousarray(value), name)
+
+
+def check_matrix(value: Any, name: str, columns: int) -> np.ndarray:
+    """``value`` as a contiguous finite float64 array of shape (n, columns), n >= 1, or
+    `DagcError`."""
+    if not isinstance(value, np.ndarray) or value.dtype != np.float64 or value.ndim != 2 \
+            or value.shape[1] != columns or value.shape[0] == 0:
+        raise DagcError(f"{name}: expected a float64 array of shape (n, {columns}) with n >= 1, "
+                        f"got {_described(value)}")
+    return check_finite(np.ascontiguousarray(value), name)
+
+
+def _described(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", type(value).__name__)
+    return f"shape {shape} dtype {dtype}"
