@@ -1,23 +1,26 @@
 """Spec -> IR: topological order, layers, in-degrees, the paper's width m, parameter layout.
 
 Block DAGs map one block to one IR block. Neuron DAGs (graph files and the `random_dag`
-generator) group their neurons by (layer, activation, output or not) into IR blocks joined by
-ragged connections (CSR index arrays), so both kinds compile through the same templates.
+generator) take the neuron path (`build_neurons`, `dagc.ir.neurons`: the graph as data for
+shared kernels), or, for a shallow homogeneous generator (`uses_neuron_path`), are grouped by
+(layer, activation, output or not) into IR blocks joined by ragged connections (CSR index
+arrays) and compile through the block templates.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
 from ..errors import DagcError
-from ..frontend import expr
-from ..frontend.spec import ACTIVATIONS, RandomDag, Spec, check_acyclic
+from ..frontend import expr, graphs
+from ..frontend.spec import RandomDag, Spec
+from . import neurons
 
 
 @dataclass(frozen=True)
@@ -114,29 +117,31 @@ class IR:
 
 
 def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -> IR:
-    """Resolve sizes for `width` (default: the file's) and build the IR."""
-    width = spec.width if width is None else width
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1
-                              or width > expr.MAX_SIZE):
-        raise DagcError(f"width must be a positive integer up to {expr.MAX_SIZE:,}, "
-                        f"got {expr.show(width)}")
-    seed = spec.graph_seed if graph_seed is None else graph_seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise DagcError(f"graph_seed must be a non-negative integer, got {seed!r}")
+    """Resolve sizes for `width` (default: the file's) and build the block IR (a neuron
+    graph grouped into blocks; `build_neurons` keeps it neuron by neuron)."""
+    width, seed = _checked(spec.width if width is None else width,
+                           spec.graph_seed if graph_seed is None else graph_seed)
     try:
         if spec.graph is None:
             blocks, conns = _block_dag(spec, width, seed)
-        elif isinstance(spec.graph, RandomDag):
-            blocks, conns = _group_neurons(_random_dag(spec.graph, width, seed, spec.path))
         else:
-            blocks, conns = _group_neurons(
-                _read_graph_file(spec.graph, spec.hidden_act, spec.path))
+            blocks, conns = _group_neurons(_neuron_graph(spec, width, seed))
     except MemoryError:
         raise DagcError(f"{spec.path}: not enough memory for the network at width "
                         f"{width}") from None
     if spec.graph is not None:
         _release_freed_heap()
     return _finish(spec, width, blocks, conns)
+
+
+def _checked(width, seed) -> tuple[int | None, int]:
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1
+                              or width > expr.MAX_SIZE):
+        raise DagcError(f"width must be a positive integer up to {expr.MAX_SIZE:,}, "
+                        f"got {expr.show(width)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DagcError(f"graph_seed must be a non-negative integer, got {seed!r}")
+    return width, seed
 
 
 # --- block DAGs -------------------------------------------------------------------------------
@@ -210,20 +215,50 @@ def _topological_order(nodes: list[str], edges: list[tuple[str, str]]) -> list[s
 
 # --- neuron DAGs ------------------------------------------------------------------------------
 
-@dataclass
-class _Neurons:
-    """A neuron DAG in arrays: neurons numbered in topological order, predecessors as CSR
-    (uint32 indices, the type the kernels take)."""
+def uses_neuron_path(spec: Spec) -> bool:
+    """Which compiled form an architecture takes (docs/design.md, "Neuron-level graphs"):
+    block files keep per-block generated code; graph files and the `random_dag` generator
+    become data for the shared neuron kernels (`build_neurons`), except a generator of at
+    most GROUPED_LAYERS layers with one activation, whose few large layers group into a
+    handful of blocks that run as fast as the neuron path (measured in bench/neurons.py)
+    and keep their parameter layout (the bundled randdag's results, bit for bit)."""
+    if spec.graph is None:
+        return False
+    return not (isinstance(spec.graph, RandomDag) and spec.graph.layers <= GROUPED_LAYERS)
 
-    names: list
-    layer: np.ndarray
-    act: list[str]
-    is_output: np.ndarray
-    indptr: np.ndarray
-    indices: np.ndarray
+
+#: The deepest `random_dag` that still compiles per block (see `uses_neuron_path`).
+GROUPED_LAYERS = 8
 
 
-def _random_dag(gen: RandomDag, width, seed: int, where: str):
+def build_neurons(spec: Spec, width: int | None = None,
+                  graph_seed: int | None = None) -> neurons.NeuronIR:
+    """The neuron-level IR of a graph file or `random_dag` generator at `width`."""
+    width, seed = _checked(width if width is not None else spec.width,
+                           spec.graph_seed if graph_seed is None else graph_seed)
+    try:
+        raw = _neuron_graph(spec, width, seed)
+        ir = neurons.build(raw, spec.name, spec, width if isinstance(spec.graph, RandomDag)
+                           else spec.width, spec.path)
+    except MemoryError:
+        raise DagcError(f"{spec.path}: not enough memory for the network at width "
+                        f"{width}") from None
+    _release_freed_heap()
+    return ir
+
+
+def _neuron_graph(spec: Spec, width, seed: int) -> neurons.NeuronGraph:
+    if isinstance(spec.graph, RandomDag):
+        return _random_dag(spec.graph, width, seed, spec.path)
+    graph = graphs.read(spec.graph, spec.path)
+    return neurons.from_networkx(graph, spec.hidden_act, str(spec.graph))
+
+
+def _random_dag(gen: RandomDag, width, seed: int, where: str) -> neurons.NeuronGraph:
+    """Layers of `size` neurons after `inputs` inputs; each neuron of layer 2 on draws
+    `fan_in` distinct predecessors among all earlier neurons, at least one in the previous
+    layer. Linear in edges: numpy draws each row in O(fan_in) (Floyd's algorithm) or, when
+    fan_in is over a fiftieth of a population of more than 10,000, O(50 fan_in)."""
     n_in = expr.evaluate(gen.inputs, width, f"{where}: graph: inputs")
     size = expr.evaluate(gen.size, width, f"{where}: graph: size")
     k = expr.evaluate(gen.fan_in, width, f"{where}: graph: fan_in")
@@ -244,88 +279,24 @@ def _random_dag(gen: RandomDag, width, seed: int, where: str):
     # Filled in place: a list of per-neuron arrays would cost the CSR twice over at its peak,
     # in blocks small enough that the C heap keeps them after the build.
     indices = np.empty(indptr[-1], np.uint32)
-    for i in range(n_in, n):
+    indices[indptr[n_in]:indptr[starts[2]]] = np.tile(np.arange(n_in, dtype=np.uint32),
+                                                         layer_sizes[1])
+    for i in range(int(starts[2]), n):  # the first layer sees every input, as in the paper
         layer = layer_of[i]
-        row = indices[indptr[i]:indptr[i + 1]]
-        if layer == 1:  # the first layer sees every input, as in the paper
-            row[:] = np.arange(n_in)
-            continue
         prev_lo, prev_hi = starts[layer - 1], starts[layer]
         chosen = rng.choice(prev_hi, size=k, replace=False)
         if not np.any(chosen >= prev_lo):  # keep the neuron in this layer
             chosen[0] = rng.integers(prev_lo, prev_hi)
-        row[:] = np.sort(chosen)
-    acts = [""] * n_in + [gen.act] * (n - n_in - gen.outputs) + ["identity"] * gen.outputs
-    return _Neurons(list(range(n)), layer_of, acts, layer_of == len(layer_sizes) - 1,
-                    indptr, indices)
-
-
-def _read_graph_file(path: Path, default_act: str, where: str):
-    graph = _read_networkx(path, where)
-    if graph.number_of_nodes() == 0:
-        raise DagcError(f"{path}: the graph has no neurons")
-    check_acyclic(graph, f"{path}: the neurons")
-    file_rank = {n: i for i, n in enumerate(graph.nodes)}
-    order = list(nx.lexicographical_topological_sort(graph, key=file_rank.__getitem__))
-    number = {n: i for i, n in enumerate(order)}
-    layer = np.zeros(len(order), np.int64)
-    acts, preds = [], []
-    for node in order:
-        pred = sorted(number[p] for p in graph.predecessors(node))
-        preds.append(np.array(pred, np.uint32))
-        if pred:
-            layer[number[node]] = 1 + max(layer[p] for p in pred)
-        act = graph.nodes[node].get("act")
-        if not pred:
-            if graph.out_degree(node) == 0:
-                raise DagcError(f"{path}: input neuron {node!r} feeds nothing")
-            acts.append("")
-            continue
-        if act is not None and act not in ACTIVATIONS:
-            raise DagcError(f"{path}: neuron {node!r}: unknown activation {act!r} "
-                            f"(known: {', '.join(ACTIVATIONS)})")
-        is_out = graph.out_degree(node) == 0
-        acts.append(act or ("identity" if is_out else default_act))
-    is_output = np.array([graph.out_degree(n) == 0 and graph.in_degree(n) > 0 for n in order])
-    return _Neurons(order, layer, acts, is_output, *_csr(preds))
-
-
-def _read_networkx(path: Path, where: str) -> nx.DiGraph:
-    suffix = path.suffix.lower()
-    try:
-        if path.exists() and not path.is_file():  # a directory, or a device that never ends
-            raise DagcError(f"{path}: cannot read graph: not a regular file")
-        if suffix == ".json":
-            import json
-
-            data = json.loads(path.read_text())
-            if not isinstance(data, dict):
-                raise DagcError(f"{path}: expected a node-link JSON object, "
-                                f"got {type(data).__name__}")
-            edges = "links" if "links" in data else "edges"  # networkx >= 3.4 writes "edges"
-            graph = nx.node_link_graph({**data, "multigraph": True}, directed=True, edges=edges)
-        elif suffix == ".graphml":
-            graph = nx.read_graphml(path)
-        else:
-            graph = nx.read_edgelist(path, create_using=nx.MultiDiGraph, nodetype=str)
-    except FileNotFoundError:
-        raise DagcError(f"{where}: graph file {path} not found") from None
-    except DagcError:
-        raise
-    except Exception as err:  # networkx and its parsers raise many types for bad files
-        message = " ".join(f"{type(err).__name__}: {err}".split())
-        raise DagcError(f"{path}: cannot read graph: {message}") from None
-    if not graph.is_directed():
-        raise DagcError(f"{path}: the graph is undirected; dagc needs directed edges "
-                        "(from inputs towards outputs)")
-    for u, v in graph.edges():
-        if graph.number_of_edges(u, v) > 1:
-            raise DagcError(f"{path}: the edge {u!r} -> {v!r} is listed more than once")
-    return nx.DiGraph(graph)
+        indices[indptr[i]:indptr[i + 1]] = np.sort(chosen)
+    codes = np.full(n, neurons.CODES[gen.act], np.int64)
+    codes[:n_in] = neurons.INPUT
+    codes[n - gen.outputs:] = neurons.CODES["identity"]
+    return neurons.NeuronGraph(range(n), layer_of.astype(np.int64), codes,
+                               layer_of == len(layer_sizes) - 1, indptr, indices)
 
 
 def _release_freed_heap() -> None:
-    """Hand the heap that grouping a neuron DAG freed back to the OS. Its temporaries (index
+    """Hand the heap that building a neuron DAG freed back to the OS. Its temporaries (index
     arrays of up to a few tens of MB) fall under glibc's adaptive mmap threshold, so they
     come from the heap, and glibc keeps the freed blocks: 62 MiB of resident memory for
     randdag at width 4096, half its weights. Linux only: elsewhere the C library has no
@@ -338,54 +309,63 @@ def _release_freed_heap() -> None:
         pass
 
 
-def _csr(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    indptr = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum([len(r) for r in rows], out=indptr[1:])
-    return indptr, np.concatenate(rows) if rows else np.empty(0, np.uint32)
-
-
-def _group_neurons(neurons: _Neurons):
-    """Group neurons by (layer, act, output); split their predecessors per source group."""
-    keys = list(zip(neurons.layer.tolist(), neurons.act, neurons.is_output.tolist(), strict=True))
-    distinct = sorted(set(keys), key=lambda k: (k[0], k[2], k[1]))
-    names = _group_names(distinct)
-    members = {key: np.array([i for i, k in enumerate(keys) if k == key], np.int64)
-               for key in distinct}
-    group_of = np.empty(len(keys), np.int32)
-    local = np.empty(len(keys), np.uint32)
-    for g, key in enumerate(distinct):
-        group_of[members[key]] = g
-        local[members[key]] = np.arange(len(members[key]))
+def _group_neurons(raw: neurons.NeuronGraph):
+    """Group neurons by (layer, act, output) into blocks, and split each block's
+    predecessors per source group into ragged connections. Linear in edges up to sorting."""
+    act_names = np.array([""] + list(neurons.CODES))  # code + 1 -> name; "" for inputs
+    acts = act_names[raw.codes + 1]
+    act_rank = np.searchsorted(np.sort(act_names), acts)  # groups sort by the act's name
+    keys, group_of = np.unique(np.stack([raw.layer, raw.is_output.astype(np.int64), act_rank],
+                                        axis=1), axis=0, return_inverse=True)
+    group_of = group_of.reshape(-1)
+    members = np.argsort(group_of, kind="stable")  # each group's neurons in neuron order
+    bounds = np.searchsorted(group_of[members], np.arange(len(keys) + 1))
+    local = np.empty(len(group_of), np.uint32)
+    for g in range(len(keys)):
+        local[members[bounds[g]:bounds[g + 1]]] = np.arange(bounds[g + 1] - bounds[g])
+    groups = [(int(layer), str(acts[members[bounds[g]]]), bool(out))
+              for g, (layer, out, _) in enumerate(keys.tolist())]
+    names = _group_names(groups)
+    degree = np.diff(raw.indptr)
     blocks, conns = [], []
-    degree = np.diff(neurons.indptr)
-    for g, key in enumerate(distinct):
-        layer, act, is_out = key
-        ids = members[key]
+    for g, (layer, act, is_out) in enumerate(groups):
+        ids = members[bounds[g]:bounds[g + 1]]
         blocks.append(Block(names[g], len(ids), act, layer, degree[ids].astype(np.int64),
-                            is_output=is_out, neurons=tuple(neurons.names[i] for i in ids)))
-        if not act:
-            continue
-        dst_row = np.repeat(np.arange(len(ids), dtype=np.int32), degree[ids])
-        src = np.concatenate([neurons.indices[neurons.indptr[i]:neurons.indptr[i + 1]]
-                              for i in ids])
-        src_group = group_of[src]
-        for s in np.unique(src_group).tolist():
-            mask = src_group == s
-            indptr = np.zeros(len(ids) + 1, np.int64)
-            np.cumsum(np.bincount(dst_row[mask], minlength=len(ids)), out=indptr[1:])
-            conns.append(Connection(names[s], names[g], "ragged", 0, (int(indptr[-1]),),
-                                    indptr, local[src[mask]]))
+                            is_output=is_out, neurons=tuple(raw.names[i] for i in ids)))
+        if act:
+            conns += _ragged_connections(raw, ids, group_of, local, names, g)
     return blocks, conns
+
+
+def _ragged_connections(raw: neurons.NeuronGraph, ids: np.ndarray, group_of, local, names,
+                        g: int) -> list[Connection]:
+    """The connections into group g (neurons `ids`), one per source group in group order,
+    each a CSR over g's neurons with sources in neuron order."""
+    degree = np.diff(raw.indptr)[ids]
+    dst_row = np.repeat(np.arange(len(ids), dtype=np.int64), degree)
+    src = raw.indices[np.repeat(raw.indptr[ids] - np.cumsum(degree) + degree, degree)
+                      + np.arange(degree.sum())]
+    src_group = group_of[src]
+    order = np.lexsort((dst_row, src_group))  # stable: sources stay sorted within a row
+    src, dst_row, src_group = src[order], dst_row[order], src_group[order]
+    cuts = np.flatnonzero(np.diff(src_group)) + 1
+    conns = []
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(src)]]),
+                      strict=True):
+        indptr = np.zeros(len(ids) + 1, np.int64)
+        np.cumsum(np.bincount(dst_row[lo:hi], minlength=len(ids)), out=indptr[1:])
+        conns.append(Connection(names[src_group[lo]], names[g], "ragged", 0,
+                                (int(indptr[-1]),), indptr, local[src[lo:hi]]))
+    return conns
 
 
 def _group_names(keys) -> list[str]:
     """x for inputs, h<layer> for hidden groups, out<layer> for outputs; act appended if needed."""
-    base = []
-    for layer, act, is_out in keys:
-        base.append("x" if not act else (f"out{layer}" if is_out else f"h{layer}"))
-    names = []
-    for (_, act, _), b in zip(keys, base, strict=True):
-        names.append(b if base.count(b) == 1 else f"{b}_{act}")
+    base = ["x" if not act else (f"out{layer}" if is_out else f"h{layer}")
+            for layer, act, is_out in keys]
+    count = Counter(base)
+    names = [b if count[b] == 1 else f"{b}_{act}" for (_, act, _), b in zip(keys, base,
+                                                                          strict=True)]
     if sum(1 for k in keys if k[2]) == 1:  # a single output group is simply `out`
         names = ["out" if k[2] else n for k, n in zip(keys, names, strict=True)]
     return names
@@ -396,8 +376,11 @@ def _group_names(keys) -> list[str]:
 def _finish(spec: Spec, width, blocks: list[Block], conns: list[Connection]) -> IR:
     """Assign parameter offsets in layout order and compute width m, depth and bottlenecks."""
     layout, placed, offset = [], [], 0
+    incoming: dict[str, list[Connection]] = {}  # by destination: linear in blocks
+    for conn in conns:
+        incoming.setdefault(conn.dst, []).append(conn)
     for block in blocks:
-        for conn in (c for c in conns if c.dst == block.name):
+        for conn in incoming.get(block.name, ()):
             conn = Connection(conn.src, conn.dst, conn.kind, offset, conn.shape, conn.indptr,
                               conn.indices)
             placed.append(conn)

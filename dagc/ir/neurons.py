@@ -184,7 +184,7 @@ def from_networkx(graph: nx.DiGraph, default_act: str, what: str) -> NeuronGraph
             continue
         layer[i] = 1 + layer[pred].max()
         act = graph.nodes[node].get("act")
-        if act is not None and act not in CODES:
+        if act is not None and not (isinstance(act, str) and act in CODES):
             raise DagcError(f"{what}: neuron {node!r}: unknown activation {act!r} "
                             f"(known: {', '.join(CODES)})")
         is_out = graph.out_degree(node) == 0
