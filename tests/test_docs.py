@@ -18,6 +18,7 @@ import pytest
 
 from dagc.frontend import spec
 from dagc.ir import graph
+from dagc.ops.activations import ACTIVATIONS
 from dagc.runtime import compile_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +110,12 @@ def test_readme_results_table_is_the_checked_in_report():
             fitted = "no fit" if s["slope"] is None else \
                 f"{s['slope']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]"
             assert cell == fitted, (arch, metric)
+
+
+def test_architectures_page_lists_every_registered_activation():
+    text = (DOCS / "architectures.md").read_text()
+    missing = [name for name in ACTIVATIONS if f"`{name}`" not in text]
+    assert not missing
 
 
 def test_bundled_table_lists_every_bundled_architecture_with_its_numbers():
