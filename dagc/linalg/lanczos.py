@@ -3,7 +3,7 @@ and scipy's ARPACK on one operator as an independent cross-check.
 
 Why Lanczos and never power iteration: the spectrum of a network's Hessian comes in near +/-
 pairs, where power iteration stalls (its rate is |lambda_2 / lambda_1| ~ 1) while Lanczos
-converges to both ends of the spectrum at once (docs/design.md, "What a sweep measures").
+converges to both ends of the spectrum at once (docs/design.md, "The factored Hessian").
 
 Both functions know nothing about networks: they see an operator (``apply``/``select`` for
 Lanczos, a matvec for ARPACK). `dagc.metrics.curvature` builds the operators from a

@@ -104,11 +104,15 @@ register(Metric(
     function=_measure_linearization,
     reads=("inputs", "radius", "directions"),
     definition="mean over inputs x and outputs o of the worst probed "
-               "|f_o(w0 + R u; x) - f_o(w0; x) - R grad f_o(w0; x) . u|, over directions "
-               "random unit vectors u and u = grad f_o / ||grad f_o||",
+               "|f_o(w0 + R u; x) - f_o(w0; x) - R grad f_o(w0; x) . u|, the directions u "
+               "being `directions` random unit vectors and grad f_o / ||grad f_o||",
     label="|f(w0 + R u) - f_lin(w0 + R u)|",
     expected_slope=-1.0,
-    slope_reason="SLOPE_REASON",
+    slope_reason="The error along u is (R^2 / 2) u^T H u up to O(R^3). Along the gradient, "
+                 "the worst probed direction at every width, g^T H g / |g|^2 is a sum of "
+                 "random-sign terms that cancel to O(1/m); a random u sees tr(H) / P, "
+                 "smaller still. Corollary 3.7's bound (R^2 / 2) sup ||H|| = O~(m^-1/2) is "
+                 "reached only along the top eigenvector, which this metric does not probe.",
     fields={"value": "mean over inputs and outputs of the worst direction's error",
             "random_mean": "mean error over random directions, inputs and outputs",
             "random_max": "max error over random directions, inputs and outputs",

@@ -21,7 +21,7 @@ from ..errors import DagcError
 from ..runtime import CompiledNet
 from .options import Options, check_seed
 
-__all__ = ["Metric", "METRICS", "register", "measure", "options_for"]
+__all__ = ["Metric", "METRICS", "register", "lookup", "measure", "options_for", "readers"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,11 @@ def options_for(name: str, options: Options | dict[str, Any]) -> dict[str, Any]:
     values = dataclasses.asdict(options) if isinstance(options, Options) else options
     reads = lookup(name).reads
     return {key: value for key, value in values.items() if key in reads}
+
+
+def readers(option: str) -> tuple[str, ...]:
+    """The registered metrics that read ``option``, in registry order."""
+    return tuple(metric.name for metric in METRICS.values() if option in metric.reads)
 
 
 def measure(net: CompiledNet, metric: str, seed: int,
