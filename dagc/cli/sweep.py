@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from .. import metrics
 from ..errors import DagcError
 from ..experiments import local, report, store, sweep
 
@@ -35,16 +36,13 @@ def add_commands(commands) -> None:
     p.add_argument("--seeds", metavar="N", help=f"seeds 0..N-1 (default: {DEFAULT_SEEDS}; "
                                                   f"--quick: {sweep.QUICK_SEEDS})")
     p.add_argument("--metrics", metavar="M,M,...",
-                   help=f"of {_csv(sweep.METRICS)} (default: {_csv(DEFAULT_METRICS)})")
-    p.add_argument("--inputs", metavar="N",
-                   help="inputs x per measurement (default: measure's; --quick: "
-                        f"{sweep.QUICK_OPTIONS['inputs']})")
-    p.add_argument("--radius", metavar="R", help="radius of the ball around w0 for "
-                                                 "hessian_ball and linearization")
-    p.add_argument("--ball-points", metavar="N",
-                   help="random points w0 + R u of hessian_ball (default: measure's)")
-    p.add_argument("--directions", metavar="N",
-                   help="random directions u of linearization (default: measure's)")
+                   help=f"of {', '.join(sweep.METRICS)}, defined in docs/metrics.md "
+                        f"(default: {_csv(DEFAULT_METRICS)})")
+    p.add_argument("--inputs", metavar="N", help=_option_help(
+        "inputs", f"--quick: {sweep.QUICK_OPTIONS['inputs']}"))
+    p.add_argument("--radius", metavar="R", help=_option_help("radius"))
+    p.add_argument("--ball-points", metavar="N", help=_option_help("ball_points"))
+    p.add_argument("--directions", metavar="N", help=_option_help("directions"))
     p.add_argument("--db", metavar="FILE", default=DEFAULT_DB,
                    help=f"results store (default: {DEFAULT_DB}; created if missing)")
     p.add_argument("--jobs", metavar="N", help="worker processes, each single-threaded "
@@ -188,6 +186,14 @@ def _write(rows, summaries, directory, source=None) -> list:
         return report.write(rows, summaries, directory, source)
     except OSError as err:
         raise DagcError(f"{directory}: cannot write the report: {err.strerror or err}") from None
+
+
+def _option_help(name: str, note: str = "") -> str:
+    """A measurement option's help, from the metric registry: what it is, which metrics read
+    it (only their cells' keys change with it) and its default."""
+    default = sweep.default_options()[name]
+    return (f"{metrics.option_help()[name]}; read by {', '.join(metrics.readers(name))} "
+            f"(default: {default}{'; ' + note if note else ''})")
 
 
 def _csv(items) -> str:

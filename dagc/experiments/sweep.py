@@ -39,9 +39,9 @@ from ..frontend import spec
 from ..ir import graph
 from .store import Store, host_name
 
-# The metrics of dagc.measure (design.md section 5), for checking arguments before it is loaded.
+# The metric registry (docs/metrics.md): names, the options each reads, labels, slopes.
 METRICS = measure.METRICS
-# Defaults of dagc.measure.Options, used only when dagc.measure cannot be imported.
+# `dagc sweep --quick`: a first look in a few minutes on two cores.
 QUICK_WIDTHS = (32, 64, 128, 256)
 QUICK_SEEDS = 2
 QUICK_METRICS = ("hessian", "gradient")
@@ -143,9 +143,11 @@ def make_options(**overrides) -> dict:
     return dataclasses.asdict(measure.Options(**options))
 
 
-def options_key(options: dict) -> tuple[str, str]:
-    """(canonical JSON, hash) of an options dict; the hash is part of every cell's key."""
-    text = json.dumps(options, sort_keys=True, separators=(",", ":"))
+def options_key(metric: str, options: dict) -> tuple[str, str]:
+    """(canonical JSON, hash) of the options ``metric`` reads; the hash is part of every
+    cell's key, so an option a metric does not read never makes its cells run again."""
+    text = json.dumps(measure.options_for(metric, options), sort_keys=True,
+                      separators=(",", ":"))
     return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -183,9 +185,9 @@ def plan(archs: Sequence[Architecture], widths: Sequence[int], seeds: Iterable[i
     """Every cell of the grid, grouped by (architecture, width): groups ordered by width,
     then architecture (so the first groups of a parallel sweep compile different
     architectures); within a group, by seed then metric."""
-    text, digest = options_key(options)
+    keys = {metric: options_key(metric, options) for metric in metrics}
     seeds = list(seeds)
-    return [Cell(a.name, a.digest, a.text, a.path, width, seed, metric, text, digest)
+    return [Cell(a.name, a.digest, a.text, a.path, width, seed, metric, *keys[metric])
             for width in widths for a in archs for seed in seeds for metric in metrics]
 
 
@@ -230,11 +232,13 @@ def run_cell(cell: Cell, *, load_net: Callable | None = None,
     try:
         with single_threaded():  # the numbers must not depend on how many threads BLAS has
             net = _net(cell, load_net or compile_net)
-            options = json.loads(cell.options)
+            # the cell holds only the options its metric reads: the rest take their defaults
+            options = measure.Options.from_dict(json.loads(cell.options))
             if measure_fn is None:
-                out = measure.measure(net, cell.metric, cell.seed, measure.Options(**options))
+                out = measure.measure(net, cell.metric, cell.seed, options)
             else:
-                out = measure_fn(net, cell.metric, cell.seed, SimpleNamespace(**options))
+                out = measure_fn(net, cell.metric, cell.seed,
+                                 SimpleNamespace(**dataclasses.asdict(options)))
         value, extras = _split(out)
         status = "ok"
     except Exception as err:  # noqa: BLE001 - recorded as a failed cell, retried by a rerun

@@ -409,12 +409,16 @@ def test_cli_sweep_prints_the_report_and_writes_files(tmp_path, fake, capsys):
 def test_cli_measurement_options_reach_the_stored_cells(tmp_path, fake, capsys):
     db = tmp_path / "r.sqlite"
     assert cli.main(["sweep", "mlp3", "--widths", "4", "--seeds", "1", "--metrics",
-                     "hessian_ball", "--db", str(db), "--no-progress", "--inputs", "3",
-                     "--radius", "0.5", "--ball-points", "7", "--directions", "5"]) == 0
+                     "hessian_ball,linearization", "--db", str(db), "--no-progress",
+                     "--inputs", "3", "--radius", "0.5", "--ball-points", "7",
+                     "--directions", "5"]) == 0
     with Store.open(db, readonly=True) as store:
-        (row,) = store.rows()
-    assert {k: row["options"][k] for k in ("inputs", "radius", "ball_points", "directions")} \
-        == {"inputs": 3, "radius": 0.5, "ball_points": 7, "directions": 5}
+        options = {row["metric"]: row["options"] for row in store.rows()}
+    # each cell stores only the options its metric reads (docs/metrics.md)
+    assert options == {
+        "hessian_ball": {"inputs": 3, "radius": 0.5, "ball_points": 7, "tol": 1e-6,
+                         "hessian_method": "lanczos"},
+        "linearization": {"inputs": 3, "radius": 0.5, "directions": 5}}
 
 
 def test_cli_quick_preset(tmp_path, fake, capsys, monkeypatch):
