@@ -28,8 +28,9 @@ from .fit import Estimate
 from .store import Store
 
 X_AXES = ("m", "width")
-# A 95% interval wider than this cannot tell -1/2 from 0 (or -1 from -1/2): "inconclusive".
-INCONCLUSIVE_WIDTH = 0.5
+# The exponents a sweep tells apart (0, -1/2, -1) are this far apart: an interval that holds
+# the expected exponent and also one this far from it is "inconclusive".
+NEIGHBOUR_STEP = 0.5
 CSV_NAME = "cells.csv"
 TABLE_NAME = "report.txt"
 SLOPES_NAME = "slopes.md"
@@ -274,7 +275,8 @@ def verdict(slope: Estimate, expected: float | None, log_margin: float, x_name: 
         -> str:
     """Whether the slope's interval is consistent with theory's exponent `expected` (None:
     theory gives none), exactly or up to a factor log(x)^c with |c| <= 1, which moves a
-    fitted slope by at most `log_margin` (see docs/reporting.md)."""
+    fitted slope by at most `log_margin`; "inconclusive" when it also holds an exponent
+    `NEIGHBOUR_STEP` away (see docs/reporting.md)."""
     if not math.isfinite(slope.value):
         return "no fit (needs positive values at two or more widths of one seed)"
     if not math.isfinite(slope.low):
@@ -283,8 +285,11 @@ def verdict(slope: Estimate, expected: float | None, log_margin: float, x_name: 
         return _trend(slope) + " (theory gives no exponent)"
     law = power_label(x_name, expected)
     if slope.contains(expected, log_margin):
-        if slope.high - slope.low > INCONCLUSIVE_WIDTH:
-            return f"inconclusive: the 95% CI is wider than {INCONCLUSIVE_WIDTH} (add seeds)"
+        neighbours = [e for e in (expected - NEIGHBOUR_STEP, expected + NEIGHBOUR_STEP)
+                      if slope.contains(e)]
+        if neighbours:
+            return (f"inconclusive: the 95% CI holds {law} and "
+                    f"{power_label(x_name, neighbours[0])} (add seeds)")
         if slope.contains(expected):
             return f"consistent with {law}"
         return f"consistent with {law} up to a log factor"
