@@ -170,3 +170,10 @@ def test_measure_argument_errors(mlp3_small):
     operator = mlp3_small.factored_hessian(w, np.ones((2, 16)))
     with pytest.raises(DagcError, match="C: expected shape"):
         operator.apply(np.ones((1, operator.size)))
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_init_rejects_a_bad_seed(mlp3_small, seed):
+    # init(-1) and init(1.5) used to raise numpy's ValueError / TypeError.
+    with pytest.raises(DagcError, match="^seed: expected an integer >= 0"):
+        mlp3_small.init(seed)
