@@ -1,10 +1,10 @@
 """The extreme Ritz values of Lanczos runs: the two end eigenvalues of each run's tridiagonal
 matrix, with the last components of their eigenvectors (what Lanczos's error bound needs).
 
-Batched Lanczos (`dagc.measure.lanczos_norms`) asks for these after every step for every row
-still running. One compiled call for the whole batch takes 2-13 us per row (20-120 steps),
-where LAPACK, called per row and end from Python, takes 14-76 us: at width 128 that was more
-than the batched HVP itself.
+Batched Lanczos (`dagc.linalg.lanczos.lanczos_norms`) asks for these after every step for
+every row still running, so they are one compiled call for the whole batch: LAPACK called per
+row and end from Python costs several times more, at small widths more than the batched HVP
+itself.
 """
 
 from __future__ import annotations
