@@ -1,4 +1,4 @@
-"""The `dagc sweep` and `dagc report` commands (design.md section 5).
+"""The `dagc sweep` and `dagc report` commands (docs/design.md, Command line).
 
 Every argument, the results store and the architectures are checked before anything runs or
 is written: bad input is a one-line `DagcError` and leaves the store untouched.

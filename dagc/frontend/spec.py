@@ -1,4 +1,4 @@
-"""Architecture file -> validated `Spec` (design.md section 2).
+"""Architecture file -> validated `Spec` (docs/design.md, Architecture files).
 
 Everything that can be checked without knowing the width is checked here: identifiers,
 unknown keys, unknown sources, activations, cycles, inputs that feed nothing. Sizes stay

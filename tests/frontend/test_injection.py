@@ -1,5 +1,5 @@
 """No string from an architecture or graph file reaches the generated code except as a
-validated identifier (design.md sections 2 and 4).
+validated identifier (docs/design.md, Architecture files; The generated module).
 
 Hostile names, activations and size expressions are rejected before code generation. For valid
 files, the rendered module is the same text whatever the block names are, up to the names
