@@ -80,7 +80,7 @@ def lookup(name: str) -> Metric:
 
 
 def options_for(name: str, options: Options | dict[str, Any]) -> dict[str, Any]:
-    """The options metric ``name`` reads, as {field: value} in `Options` field order: what
+    """The options metric ``name`` reads, as {field: value} (a subset of ``options``): what
     identifies a cell's measurement (an option it does not read never splits its cells)."""
     values = dataclasses.asdict(options) if isinstance(options, Options) else options
     reads = lookup(name).reads

@@ -101,13 +101,16 @@ def _measure_ntk_change(net: CompiledNet, seed: int, options: Options) -> dict[s
     # its relative change is the quantity that matters, reported beside the Frobenius change.
     min0 = float(np.linalg.eigvalsh(K0)[0])
     minT = float(np.linalg.eigvalsh(KT)[0])
+    if min0 == 0.0:
+        raise DagcError("ntk_change: lambda_min(K0) = 0 (repeated training points?): the "
+                        "relative change of lambda_min is undefined")
     return {
         "value": float(np.linalg.norm(KT - K0) / np.linalg.norm(K0)),
         "weight_change": float(np.linalg.norm(result.w - w0)),
         "steps": float(result.steps),
         "loss_ratio": result.loss / result.loss0 if result.loss0 > 0.0 else 0.0,
         "converged": float(result.loss <= result.loss0 / options.loss_drop),
-        "min_eig_change": abs(minT - min0) / abs(min0) if min0 != 0.0 else math.inf,
+        "min_eig_change": abs(minT - min0) / abs(min0),
         "eta": result.eta,
     }
 
