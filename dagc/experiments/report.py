@@ -539,13 +539,14 @@ def figure(summaries: Sequence[Summary], columns: int = 3):
                     layout="constrained")
     FigureCanvasAgg(result)
     grid = result.add_gridspec(2 * rows, columns, height_ratios=[3.4, text_height] * rows)
-    colours = _colours(shown)
+    colours = _colours(summaries)  # from every group: the same colours against m and width
     for index, metric in enumerate(metrics):
         row, column = divmod(index, columns)
         series = [s for s in shown if s.metric == metric]
-        _panel(result.add_subplot(grid[2 * row, column]), metric, series, shown, colours)
-        _slope_lines(result.add_subplot(grid[2 * row + 1, column]), series, shown, colours)
-    _legend(result, colours)
+        _panel(result.add_subplot(grid[2 * row, column]), metric, series, summaries, colours)
+        _slope_lines(result.add_subplot(grid[2 * row + 1, column]), series, summaries, colours)
+    shown_labels = dict.fromkeys(_series_label(s, summaries) for s in shown)
+    _legend(result, {label: colours[label] for label in shown_labels})
     _caption(result, summaries, shown)
     return result
 
@@ -665,17 +666,29 @@ def _legend(result, colours: dict) -> None:
 
 
 def _caption(result, summaries: Sequence[Summary], shown: Sequence[Summary]) -> None:
-    seeds = sorted({len(s.seeds) for s in shown})
-    inputs = sorted({str(s.options.get("inputs", "?")) for s in shown})
+    seeds = "/".join(str(n) for n in sorted({len(s.seeds) for s in shown})) or "0"
+    text = (f"{seeds} seeds per width; a seed draws w0 and the inputs x, uniform on the sphere "
+            "of radius sqrt(d_in) and the same at every width")
+    inputs = _option_values(shown, "inputs")
+    if inputs:
+        text += f"; {inputs} input(s) x per cell"
+    train = _option_values(shown, "train_size")
+    if train:
+        text += f" ({train} training points for the metrics that train)"
+    text += (". Slope b of log(metric) = a + b log(x): mean of the per-seed least-squares "
+             "slopes, 95% t-interval with (seeds - 1) degrees of freedom.")
     left_out = sorted({s.arch for s in summaries if s not in shown})
-    text = (f"{'/'.join(map(str, seeds)) or 0} seeds per width (each seed: its own w0 and "
-            f"inputs, the same at every width), {'/'.join(inputs)} input(s) x per cell, uniform "
-            "on the sphere of radius sqrt(d_in). Slope b of log(metric) = a + b log(x): mean "
-            "of the per-seed least-squares slopes, 95% t-interval with (seeds - 1) degrees of "
-            "freedom.")
     if left_out:
         text += f" Not shown (no fit against the x axis): {', '.join(left_out)}."
-    result.supxlabel(textwrap.fill(text, 40 * len(result.axes) // 2 + 60), fontsize=7.5)
+    characters_per_inch = 17  # of a 7.5-point font
+    result.supxlabel(textwrap.fill(text, int(result.get_figwidth() * characters_per_inch)),
+                     fontsize=7.5)
+
+
+def _option_values(summaries: Sequence[Summary], option: str) -> str:
+    """The values `option` takes over the groups that read it, e.g. "2" or "2/8"."""
+    values = sorted({s.options[option] for s in summaries if option in s.options})
+    return "/".join(str(v) for v in values)
 
 
 def write_figure(summaries: Sequence[Summary], *paths: str | Path) -> list[Path]:
