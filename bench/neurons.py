@@ -1,0 +1,285 @@
+"""Benchmarks of the neuron path (issue 21): compile once per activation set, and scale.
+
+    python -m bench.neurons [--edges 1e7 1e8] [--fan-in 100] [--skip-compile]
+
+- compile: every pass of a 100-neuron graph with five activations, cold (a fresh cache, in a
+  fresh process), then a second, different 100-neuron graph with the same activations in
+  another process (the module and numba's cache are reused); the module's size for graphs of
+  100 and of a million neurons.
+- scale: a random layered DAG (fan-in 100 from all earlier neurons, five activations mixed in
+  every layer) at each edge count, in its own process: build time, resident memory against
+  weights + indices, forward (1 and 16 samples), VJP and HVP times, the VJP's and HVP's bytes
+  streamed per second as a fraction of the copy bandwidth measured in the same process, and
+  the forward against scipy.sparse CSR products of the same graph.
+
+Results: bench/results/neurons.json (and the report printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ACTS = ("tanh", "sigmoid", "softplus", "gelu", "sin")
+RESULTS = Path(__file__).parent / "results" / "neurons.json"
+
+
+# --- graphs ----------------------------------------------------------------------------------
+
+def random_neuron_graph(n_neurons: int, fan_in: int, n_in: int = 100, layer_size: int = 10_000,
+                        acts=ACTS, seed: int = 0):
+    """A layered random DAG as a `NeuronGraph`, vectorized: every neuron past layer 0 has
+    `fan_in` distinct sources among all earlier neurons, its largest in the previous layer;
+    each layer's neurons split into contiguous runs of the activations, then one identity
+    output. Numbered already sorted by (layer, activation), so the IR keeps it as is."""
+    from dagc.ir import neurons
+
+    rng = np.random.default_rng(seed)
+    sizes = [n_in] + [layer_size] * ((n_neurons - n_in - 1) // layer_size) + [1]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    n = int(starts[-1])
+    layer = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
+    codes = np.empty(n, np.int64)
+    codes[:n_in] = neurons.INPUT
+    act_codes = np.array([neurons.CODES[a] for a in acts])
+    indptr = np.zeros(n + 1, np.int64)
+    indptr[n_in + 1:] = fan_in * np.arange(1, n - n_in + 1)
+    indices = np.empty(int(indptr[-1]), np.uint32)
+    for lay in range(1, len(sizes)):
+        lo, hi, before = int(starts[lay]), int(starts[lay + 1]), int(starts[lay - 1])
+        k = min(fan_in, lo)
+        if k != fan_in:
+            raise ValueError("the inputs are fewer than the fan-in")
+        # k sorted draws from [0, lo - k], plus 0..k-1: distinct and sorted within each row
+        rows = np.sort(rng.integers(0, lo - k + 1, (hi - lo, k)), axis=1) + np.arange(k)
+        low = rows[:, -1] < before  # none in the previous layer: the largest goes there
+        rows[low, -1] = rng.integers(before, lo, np.count_nonzero(low))
+        indices[indptr[lo]:indptr[hi]] = rows.ravel()
+        codes[lo:hi] = (act_codes[np.arange(hi - lo) * len(acts) // (hi - lo)]
+                        if lay < len(sizes) - 1 else neurons.CODES["identity"])
+    return neurons.NeuronGraph(range(n), layer, codes, np.arange(n) == n - 1, indptr, indices)
+
+
+def small_graph_file(path: Path, n_neurons: int, seed: int) -> None:
+    """A 100-neuron mixed-activation graph as GraphML: 5 inputs, fan-in 2-6."""
+    import networkx as nx
+
+    rng = np.random.default_rng(seed)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(f"x{i}" for i in range(5))
+    for i in range(n_neurons - 5):
+        earlier = list(graph.nodes)
+        node = f"n{i}"
+        graph.add_node(node, act=ACTS[int(rng.integers(len(ACTS)))])
+        k = int(rng.integers(2, 7))
+        graph.add_edges_from((str(p), node)
+                             for p in rng.choice(earlier, min(k, len(earlier)), replace=False))
+    for node in list(graph.nodes):  # the last neurons without successors are outputs
+        if graph.out_degree(node) == 0 and graph.in_degree(node) > 0:
+            graph.nodes[node].pop("act")
+    nx.write_graphml(graph, path)
+
+
+# --- compile ---------------------------------------------------------------------------------
+
+_COMPILE_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    start = time.perf_counter()
+    import numpy as np
+    from dagc.backend import cache, render
+    from dagc.frontend import graphs
+    from dagc.ir import neurons
+    imported = time.perf_counter()
+    ir = neurons.build(neurons.from_networkx(graphs.read(sys.argv[1], "bench"), "tanh", "bench"),
+                       "bench", None, None, "bench")
+    path = render.write_neuron_module(ir.acts, cache.cache_dir())
+    module = cache.load_module(path)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(ir.n_params)
+    X = rng.standard_normal((3, ir.n_in))
+    args = ir.kernel_args
+    module.forward(w, X, *args)
+    C = np.ones((3, ir.n_out))
+    module.backward(w, X, C, False, False, np.zeros((1, ir.n_params)), np.empty((3, ir.n_out)),
+                    *args)
+    module.backward(w, X, C, False, True, np.zeros((3, ir.n_params)), np.empty((3, ir.n_out)),
+                    *args)
+    module.hvp(w, X[0], w, 0, np.empty(ir.n_params), *args)
+    state = module.hessian_state(w, X, np.zeros(3, np.int64), *args)
+    module.hvp_factored(w, state, np.ones((3, ir.factored_size)), *args)
+    module.ntk(w, X, X, True, *args)
+    module.ntk(w, X, X[:2], False, *args)
+    done = time.perf_counter()
+    print(json.dumps({"seconds": done - start, "import": imported - start,
+                      "passes": done - imported, "module": str(path),
+                      "module_bytes": path.stat().st_size, "acts": list(ir.acts)}))
+""")
+
+
+def bench_compile() -> dict:
+    """Cold compile of every pass in a fresh cache, then a second graph with a warm one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DAGC_CACHE_DIR": tmp}
+        runs = {}
+        for label, seed in (("cold", 1), ("second_graph", 2)):
+            graph = Path(tmp) / f"graph{seed}.graphml"
+            small_graph_file(graph, 100, seed)
+            out = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, str(graph)], env=env,
+                                 capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(out.stderr)
+            runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
+        return runs
+
+
+# --- scale -----------------------------------------------------------------------------------
+
+_SCALE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from bench.neurons import scale_in_process
+    print(json.dumps(scale_in_process(int(float(sys.argv[1])), int(sys.argv[2]))))
+""")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _best(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def scale_in_process(n_edges: int, fan_in: int) -> dict:
+    """Build, run and time one random DAG with n_edges edges (see the module docstring)."""
+    import scipy.sparse
+
+    from bench.machine import copy_gbps
+    from dagc.backend import cache, render
+    from dagc.ir import neurons
+
+    n_neurons = n_edges // fan_in
+    base = _rss()
+    start = time.perf_counter()
+    raw = random_neuron_graph(n_neurons, fan_in)
+    ir = neurons.build(raw, "scale", None, None, "bench")
+    del raw
+    build = time.perf_counter() - start
+    module = cache.load_module(render.write_neuron_module(ir.acts, cache.cache_dir()))
+    structure = ir.indices.nbytes + ir.indptr.nbytes
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(ir.n_params)
+    v = rng.standard_normal(ir.n_params)
+    out = np.empty(ir.n_params)
+    grad = np.zeros((1, ir.n_params))
+    args = ir.kernel_args
+    X1 = rng.standard_normal((1, ir.n_in))
+    X16 = rng.standard_normal((16, ir.n_in))
+    C1 = np.ones((1, 1))
+    F1 = np.empty((1, 1))
+    # warm up (compiles on the first graph of a fresh cache)
+    module.forward(w, X1, *args)
+    module.backward(w, X1, C1, False, False, grad, F1, *args)
+    module.hvp(w, X1[0], v, 0, out, *args)
+    after_build = _rss() - base
+    times = {
+        "forward_1": _best(lambda: module.forward(w, X1, *args)),
+        "forward_16": _best(lambda: module.forward(w, X16, *args)),
+        "vjp_1": _best(lambda: module.backward(w, X1, C1, False, False, grad, F1, *args)),
+        "hvp": _best(lambda: module.hvp(w, X1[0], v, 0, out, *args)),
+    }
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # scipy.sparse: the same forward, one CSR product per run (its rows), then numpy's
+    # activation of the run (the scale folded into the matrix, as dagc folds it per row)
+    matrix = scipy.sparse.csr_matrix((w * np.repeat(ir.scale, np.diff(ir.indptr)),
+                                      ir.indices, ir.indptr), shape=(ir.n_neurons,) * 2)
+    numpy_acts = {"identity": lambda z: z, "tanh": np.tanh,
+                  "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+                  "softplus": lambda z: np.logaddexp(z, 0.0),
+                  "gelu": lambda z: 0.5 * z * (1 + scipy.special.erf(z / np.sqrt(2))),
+                  "sin": np.sin}
+    names = list(neurons.CODES)
+    runs = [(int(a), int(b), numpy_acts[names[c]], matrix[a:b]) for a, b, c in ir.runs]
+
+    def scipy_forward(X):
+        A = np.empty((ir.n_neurons, X.shape[0]))
+        A[:ir.n_in] = X.T
+        for first, end, act, rows in runs:
+            A[first:end] = act(rows @ A)
+        return A[ir.outputs].T
+
+    import scipy.special  # noqa: F401 - the gelu above
+
+    np.testing.assert_allclose(scipy_forward(X16), module.forward(w, X16, *args), rtol=1e-9,
+                               atol=1e-12)
+    times["scipy_forward_1"] = _best(lambda: scipy_forward(X1))
+    times["scipy_forward_16"] = _best(lambda: scipy_forward(X16))
+    copy = copy_gbps(min(1 << 29, 8 * n_edges))["best"]
+    streamed = {  # the bytes each pass must move per edge, gathers of neuron values aside
+        # forward reads w and the index; reverse reads them again and writes the gradient
+        "vjp_1": (8 + 4) * n_edges + (8 + 4 + 8) * n_edges,
+        # forward reads w, v and the index; reverse reads them again and writes H v
+        "hvp": (8 + 8 + 4) * n_edges + (8 + 8 + 4 + 8) * n_edges,
+    }
+    return {
+        "edges": ir.n_params, "neurons": ir.n_neurons, "runs": len(ir.runs),
+        "layers": ir.depth, "fan_in": fan_in, "build_seconds": build,
+        "weights_plus_indices_bytes": 8 * ir.n_params + structure,
+        "rss_after_build_and_warmup_bytes": after_build,
+        "peak_rss_bytes": peak,
+        "user_vectors_bytes": 4 * 8 * ir.n_params,  # w, v, out, grad
+        "seconds": times,
+        "copy_gbps": copy,
+        "stream_gbps": {k: streamed[k] / times[k] / 1e9 for k in streamed},
+        "fraction_of_copy": {k: streamed[k] / times[k] / 1e9 / copy for k in streamed},
+        "vs_scipy": {"forward_1": times["forward_1"] / times["scipy_forward_1"],
+                     "forward_16": times["forward_16"] / times["scipy_forward_16"]},
+    }
+
+
+def bench_scale(n_edges: int, fan_in: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", _SCALE_SCRIPT, str(n_edges), str(fan_in)],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    if out.returncode != 0:
+        return {"edges": n_edges, "error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edges", type=float, nargs="*", default=[1e7])
+    parser.add_argument("--fan-in", type=int, default=100)
+    parser.add_argument("--skip-compile", action="store_true")
+    args = parser.parse_args(argv)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    from bench.machine import info
+
+    results["machine"] = info()
+    if not args.skip_compile:
+        results["compile"] = bench_compile()
+        print(json.dumps(results["compile"], indent=1), flush=True)
+    for edges in args.edges:
+        result = bench_scale(int(edges), args.fan_in)
+        results.setdefault("scale", {})[str(int(edges))] = result
+        print(json.dumps(result, indent=1), flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
