@@ -44,6 +44,7 @@ from dagc import cli  # noqa: E402
 from dagc.errors import DagcError  # noqa: E402
 from dagc.experiments import dask as cluster  # noqa: E402
 from dagc.experiments import sweep  # noqa: E402
+from dagc.experiments.dask import connection, faults  # noqa: E402
 from dagc.experiments.local import serial_executor  # noqa: E402
 from dagc.experiments.store import Store  # noqa: E402
 
@@ -135,8 +136,8 @@ def test_cluster_sweep_matches_local_serial_sweep_bit_for_bit(env):
     outcome, rows = run(env.cells, env.root / "same.sqlite", executor)
     assert outcome.ran == len(env.cells) and not outcome.failed
     assert numbers(rows) == env.reference  # values, extras, m, depth, P: identical
-    assert sum(executor.counts.values()) == len(env.cells)
-    assert set(executor.counts) <= set(pids(env.client))  # ran on the cluster's workers
+    assert sum(executor.tally.counts.values()) == len(env.cells)
+    assert set(executor.tally.counts) <= set(pids(env.client))  # ran on the cluster's workers
     assert executor.client is None  # disconnected after the sweep
 
 
@@ -161,8 +162,8 @@ def test_killed_worker_cells_rerun_elsewhere_and_every_cell_is_stored_once(env):
     assert outcome.ran == len(env.cells) and not outcome.failed
     assert numbers(rows) == env.reference  # each cell once, same numbers
     for key in victim["keys"]:  # the victim's cells ran on a live worker
-        assert executor.where[executor.keys[key].key] != victim["address"]
-    assert executor.restarted >= 1
+        assert executor.tally.where[executor.tally.keys[key].key] != victim["address"]
+    assert executor.tally.restarted >= 1
     wait_for_workers(env.client)  # the nanny restarted the killed worker
 
 
@@ -213,7 +214,7 @@ def test_killed_client_rerun_recomputes_only_the_missing_cells(env):
     executor = cluster.dask_executor(env.address)
     outcome, rows = run(env.cells, db, executor)
     assert outcome.skipped == stored
-    assert outcome.ran == len(env.cells) - stored == len(executor.keys)
+    assert outcome.ran == len(env.cells) - stored == len(executor.tally.keys)
     assert numbers(rows) == env.reference
 
 
@@ -246,7 +247,7 @@ def test_failing_cells_are_stored_with_their_error_and_retried_by_a_rerun(env):
     executor = cluster.dask_executor(env.address, fn=functools.partial(flaky_run_cell,
                                                                        flag=str(flag)))
     outcome, rows = run(cells, db, executor)
-    assert outcome.ran == 4 and len(outcome.failed) == 3 and executor.failed == 3
+    assert outcome.ran == 4 and len(outcome.failed) == 3 and executor.tally.failed == 3
     by_cell = {(r["width"], r["seed"]): r for r in rows}
     assert by_cell[WIDTHS[0], 0]["status"] == "ok"
     assert by_cell[WIDTHS[0], 1]["status"] == "failed"
@@ -259,7 +260,7 @@ def test_failing_cells_are_stored_with_their_error_and_retried_by_a_rerun(env):
 
     flag.unlink()
     outcome, rows = run(cells, db, executor)
-    assert outcome.skipped == 1 and outcome.ran == 3 == len(executor.keys)  # only the failed
+    assert outcome.skipped == 1 and outcome.ran == 3 == len(executor.tally.keys)  # only the failed
     by_cell = {(r["width"], r["seed"]): r for r in rows}
     assert by_cell[WIDTHS[0], 1]["status"] == "ok"
     assert env.reference[cells[1].key][1] == by_cell[WIDTHS[0], 1]["value"]
@@ -304,7 +305,7 @@ def test_a_finished_cell_whose_worker_dies_before_its_result_is_fetched_is_recom
     def losing(cells, on_start=None):
         for i, result in enumerate(executor(cells, on_start)):
             if i == 0:  # hold the first result while the other cell finishes, then kill
-                key = next(k for k, c in executor.keys.items() if c.key != result.cell.key)
+                key = next(k for k, c in executor.tally.keys.items() if c.key != result.cell.key)
                 state = executor.client.futures[key]  # this client's view of that task
                 deadline = time.monotonic() + 60
                 while state.status != "finished" or not env.client.run_on_scheduler(
@@ -323,8 +324,8 @@ def test_a_finished_cell_whose_worker_dies_before_its_result_is_fetched_is_recom
     assert seen["status"] == "lost"
     assert outcome.ran == 2 and not outcome.failed, [r.error for r in outcome.failed]
     assert numbers(rows) == {cell.key: env.reference[cell.key] for cell in cells}
-    assert executor.where[executor.keys[seen["key"]].key] != seen["address"]
-    assert executor.restarted == 1  # the lost cell ran twice
+    assert executor.tally.where[executor.tally.keys[seen["key"]].key] != seen["address"]
+    assert executor.tally.restarted == 1  # the lost cell ran twice
     wait_for_workers(env.client)
 
 
@@ -340,29 +341,25 @@ class FakeFuture:
 
 
 def test_how_each_future_status_becomes_a_result():
-    executor = object.__new__(cluster.DaskExecutor)  # no cluster: only `_result`
-    executor.client = SimpleNamespace(status="running")
-    executor.address, executor.counts, executor.failed = "tcp://127.0.0.1:1", Counter(), 0
-    executor.where = {}
+    """Fault classification alone, no cluster: the cell's failures, the cluster's, neither."""
+    address = "tcp://127.0.0.1:1"
     cell = plan(widths=WIDTHS[:1], seeds=1, metrics=("gradient",))[0]
     cancelled = distributed.client.FutureCancelledError
 
     for status in ("lost", "pending"):  # not done after all: waited for again
-        assert executor._result(FakeFuture(status), cell) is None
+        assert faults.settle(FakeFuture(status), cell, True, address) is faults.WAIT_AGAIN
     forgotten = FakeFuture("cancelled", cancelled("k", "already forgotten"))
-    result = executor._result(forgotten, cell)
-    assert result.status == "failed" and "dropped this cell's task (already forgotten)" \
-        in result.error
+    result, worker = faults.settle(forgotten, cell, True, address)
+    assert result.status == "failed" and worker is None
+    assert "dropped this cell's task (already forgotten)" in result.error
     raised = FakeFuture("error", ValueError("bad"))
-    assert executor._result(raised, cell).error == "ValueError: bad"
-    assert executor.failed == 2
+    assert faults.settle(raised, cell, True, address)[0].error == "ValueError: bad"
 
     disconnected = FakeFuture("cancelled", cancelled("k", "scheduler-connection-lost"))
     with pytest.raises(DagcError, match="lost the connection to the Dask scheduler"):
-        executor._result(disconnected, cell)
-    executor.client.status = "closed"
+        faults.settle(disconnected, cell, True, address)
     with pytest.raises(DagcError, match="lost the connection to the Dask scheduler"):
-        executor._result(raised, cell)
+        faults.settle(raised, cell, False, address)
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -411,7 +408,7 @@ def test_unreachable_scheduler_is_a_one_line_error_within_the_timeout(tmp_path, 
             cluster.dask_executor(f"tcp://127.0.0.1:{mute.getsockname()[1]}", timeout=1)
         assert time.monotonic() - start < 3
 
-    monkeypatch.setattr(cluster, "DEFAULT_TIMEOUT", 1.0)
+    monkeypatch.setattr(connection, "DEFAULT_TIMEOUT", 1.0)
     db = tmp_path / "never.sqlite"
     monkeypatch.chdir(tmp_path)
     for option, value in (("--scheduler", address), ("--scheduler-file", "missing.json")):
@@ -451,3 +448,67 @@ def test_without_dask_distributed_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
     with pytest.raises(DagcError, match=r'pip install "dagc\[dask\]"'):
         cluster.dask_executor("tcp://127.0.0.1:8786")
+
+
+# --- stopping: Ctrl-C, and a scheduler that dies -----------------------------------------------
+
+def _start(args, log):
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_for_rows(db, n, process, seconds=180):
+    deadline = time.monotonic() + seconds
+    while count_rows(db) < n:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"fewer than {n} cells were stored"
+        time.sleep(0.05)
+
+
+def _statuses(db) -> Counter:
+    with Store.open(db, readonly=True) as store:
+        return Counter(r["status"] for r in store.rows())
+
+
+def test_ctrl_c_and_a_dying_scheduler_stop_a_cluster_sweep_with_one_line(tmp_path):
+    """Ctrl-C: exit 130 within seconds, one line saying how many cells are stored, and no cell
+    stored as failed. The scheduler killed mid-sweep: one line (distributed's own tracebacks
+    reformatted), exit 2, and no cell blamed for the cluster's failure."""
+    scheduler_file = tmp_path / "scheduler.json"
+    with open(tmp_path / "cluster.log", "w") as log:
+        scheduler = _start(["dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                            "--no-dashboard", "--scheduler-file", str(scheduler_file)], log)
+        worker = _start(["dask", "worker", "--scheduler-file", str(scheduler_file),
+                         "--nthreads", "1", "--no-dashboard"], log)
+        try:
+            db = tmp_path / "r.sqlite"
+            args = [sys.executable, "-m", "dagc", "sweep", ARCH, "--widths", "8,64", "--seeds",
+                    "200", "--metrics", "hessian", "--inputs", "1", "--db", str(db),
+                    "--scheduler-file", str(scheduler_file), "--no-progress"]
+            sweep_ = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+            _wait_for_rows(db, 5, sweep_)
+            sweep_.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            _, err = sweep_.communicate(timeout=60)
+            assert time.monotonic() - sent < 10, err
+            assert sweep_.returncode == 130, err
+            stored = count_rows(db)
+            assert err.splitlines()[-1] == (
+                f"dagc: interrupted: {stored} of 400 cells are stored in {db}; run the same "
+                "command again to resume"), err
+            assert "Traceback" not in err and set(_statuses(db)) == {"ok"}
+
+            sweep_ = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+            _wait_for_rows(db, stored + 5, sweep_)
+            scheduler.kill()
+            _, err = sweep_.communicate(timeout=60)
+            assert sweep_.returncode == 2, err
+            assert err.splitlines()[-1].startswith("dagc: error: lost the connection to the "
+                                                   "Dask scheduler"), err
+            assert "Traceback" not in err, err
+            assert set(_statuses(db)) == {"ok"}, err
+        finally:
+            for process in (worker, scheduler):
+                process.kill()
+                process.wait()
