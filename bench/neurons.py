@@ -26,6 +26,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def random_neuron_graph(n_neurons: int, fan_in: int, n_in: int = 100, layer_size
     from dagc.ir import neurons
 
     rng = np.random.default_rng(seed)
-    sizes = [n_in] + [layer_size] * ((n_neurons - n_in - 1) // layer_size) + [1]
+    sizes = [n_in] + [layer_size] * round((n_neurons - n_in - 1) / layer_size) + [1]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     n = int(starts[-1])
     layer = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
@@ -95,7 +96,7 @@ def small_graph_file(path: Path, n_neurons: int, seed: int) -> None:
 _COMPILE_SCRIPT = textwrap.dedent("""
     import json, sys, time
     start = time.perf_counter()
-    import numpy as np
+    from bench.neurons import run_every_pass
     from dagc.backend import cache, render
     from dagc.frontend import graphs
     from dagc.ir import neurons
@@ -103,26 +104,12 @@ _COMPILE_SCRIPT = textwrap.dedent("""
     ir = neurons.build(neurons.from_networkx(graphs.read(sys.argv[1], "bench"), "tanh", "bench"),
                        "bench", None, None, "bench")
     path = render.write_neuron_module(ir.acts, cache.cache_dir())
-    module = cache.load_module(path)
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal(ir.n_params)
-    X = rng.standard_normal((3, ir.n_in))
-    args = ir.kernel_args
-    module.forward(w, X, *args)
-    C = np.ones((3, ir.n_out))
-    module.backward(w, X, C, False, False, np.zeros((1, ir.n_params)), np.empty((3, ir.n_out)),
-                    *args)
-    module.backward(w, X, C, False, True, np.zeros((3, ir.n_params)), np.empty((3, ir.n_out)),
-                    *args)
-    module.hvp(w, X[0], w, 0, np.empty(ir.n_params), *args)
-    state = module.hessian_state(w, X, np.zeros(3, np.int64), *args)
-    module.hvp_factored(w, state, np.ones((3, ir.factored_size)), *args)
-    module.ntk(w, X, X, True, *args)
-    module.ntk(w, X, X[:2], False, *args)
+    run_every_pass(cache.load_module(path), ir)
     done = time.perf_counter()
     print(json.dumps({"seconds": done - start, "import": imported - start,
-                      "passes": done - imported, "module": str(path),
-                      "module_bytes": path.stat().st_size, "acts": list(ir.acts)}))
+                      "passes": done - imported, "cpu_seconds": time.process_time(),
+                      "module": str(path), "module_bytes": path.stat().st_size,
+                      "module_lines": path.read_text().count("\\n"), "acts": list(ir.acts)}))
 """)
 
 
@@ -135,7 +122,7 @@ def bench_compile() -> dict:
             graph = Path(tmp) / f"graph{seed}.graphml"
             small_graph_file(graph, 100, seed)
             out = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, str(graph)], env=env,
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, cwd=Path(__file__).parents[1])
             if out.returncode:
                 raise RuntimeError(out.stderr)
             runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -165,6 +152,26 @@ def _best(fn, repeats: int = 3) -> float:
     return min(times)
 
 
+def run_every_pass(module, ir) -> None:
+    """Each pass once (compiling it in a fresh cache)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(ir.n_params)
+    X = rng.standard_normal((3, ir.n_in))
+    args = ir.kernel_args
+    module.forward(w, X, *args)
+    module.forward(w, X[:1], *args)
+    C = np.ones((3, ir.n_out))
+    module.backward(w, X, C, False, False, np.zeros((1, ir.n_params)), np.empty((3, ir.n_out)),
+                    *args)
+    module.backward(w, X, C, False, True, np.zeros((3, ir.n_params)), np.empty((3, ir.n_out)),
+                    *args)
+    module.hvp(w, X[0], w, 0, np.empty(ir.n_params), *args)
+    state = module.hessian_state(w, X, np.zeros(3, np.int64), *args)
+    module.hvp_factored(w, state, np.ones((3, ir.factored_size)), *args)
+    module.ntk(w, X, X, True, *args)
+    module.ntk(w, X, X[:2], False, *args)
+
+
 def scale_in_process(n_edges: int, fan_in: int) -> dict:
     """Build, run and time one random DAG with n_edges edges (see the module docstring)."""
     import scipy.sparse
@@ -174,14 +181,21 @@ def scale_in_process(n_edges: int, fan_in: int) -> dict:
     from dagc.ir import neurons
 
     n_neurons = n_edges // fan_in
+    module_path = render.write_neuron_module(("identity",) + ACTS, cache.cache_dir())
+    module = cache.load_module(module_path)
+    run_every_pass(module, neurons.build(random_neuron_graph(400, fan_in, layer_size=100),
+                                          "warm", None, None, "bench"))  # compiled before
     base = _rss()
+    tracemalloc.start()  # numpy reports its allocations: the build's exact peak
     start = time.perf_counter()
     raw = random_neuron_graph(n_neurons, fan_in)
     ir = neurons.build(raw, "scale", None, None, "bench")
     del raw
     build = time.perf_counter() - start
-    module = cache.load_module(render.write_neuron_module(ir.acts, cache.cache_dir()))
-    structure = ir.indices.nbytes + ir.indptr.nbytes
+    build_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    structure = ir.indices.nbytes + ir.indptr.nbytes + 5 * 8 * ir.n_neurons
+    after_build = _rss() - base
     rng = np.random.default_rng(0)
     w = rng.standard_normal(ir.n_params)
     v = rng.standard_normal(ir.n_params)
@@ -192,18 +206,13 @@ def scale_in_process(n_edges: int, fan_in: int) -> dict:
     X16 = rng.standard_normal((16, ir.n_in))
     C1 = np.ones((1, 1))
     F1 = np.empty((1, 1))
-    # warm up (compiles on the first graph of a fresh cache)
-    module.forward(w, X1, *args)
-    module.backward(w, X1, C1, False, False, grad, F1, *args)
-    module.hvp(w, X1[0], v, 0, out, *args)
-    after_build = _rss() - base
     times = {
         "forward_1": _best(lambda: module.forward(w, X1, *args)),
         "forward_16": _best(lambda: module.forward(w, X16, *args)),
         "vjp_1": _best(lambda: module.backward(w, X1, C1, False, False, grad, F1, *args)),
         "hvp": _best(lambda: module.hvp(w, X1[0], v, 0, out, *args)),
     }
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     # scipy.sparse: the same forward, one CSR product per run (its rows), then numpy's
     # activation of the run (the scale folded into the matrix, as dagc folds it per row)
     matrix = scipy.sparse.csr_matrix((w * np.repeat(ir.scale, np.diff(ir.indptr)),
@@ -238,11 +247,16 @@ def scale_in_process(n_edges: int, fan_in: int) -> dict:
     }
     return {
         "edges": ir.n_params, "neurons": ir.n_neurons, "runs": len(ir.runs),
+        "module_bytes": module_path.stat().st_size,
         "layers": ir.depth, "fan_in": fan_in, "build_seconds": build,
-        "weights_plus_indices_bytes": 8 * ir.n_params + structure,
-        "rss_after_build_and_warmup_bytes": after_build,
+        "weights_bytes": 8 * ir.n_params,
+        "structure_bytes": structure,  # indices, indptr and the per-neuron arrays
+        "build_peak_bytes": build_peak,  # numpy's peak while building
+        "rss_after_build_bytes": after_build,
+        # the whole run above the compiled runtime: structure, w, v, the HVP's result, the
+        # gradient, and the passes' per-neuron buffers
         "peak_rss_bytes": peak,
-        "user_vectors_bytes": 4 * 8 * ir.n_params,  # w, v, out, grad
+        "vectors_bytes": 4 * 8 * ir.n_params,  # w, v, out, grad
         "seconds": times,
         "copy_gbps": copy,
         "stream_gbps": {k: streamed[k] / times[k] / 1e9 for k in streamed},

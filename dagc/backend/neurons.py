@@ -42,6 +42,12 @@ def gather(Z, A, w, indptr, indices, scale, first):
     for k in range(Z.shape[0]):
         v = first + k
         z = Z[k]
+        if n == 1:  # one sample: a dot product, the sum kept in a register
+            acc = 0.0
+            for e in range(indptr[v], indptr[v + 1]):
+                acc += w[e] * A[indices[e], 0]
+            z[0] = acc * scale[v]
+            continue
         z[:] = 0.0
         for e in range(indptr[v], indptr[v + 1]):
             we = w[e]
@@ -68,6 +74,15 @@ def backprop(DA, G, D1, A, w, indptr, indices, scale, n_in, grad):
         s = scale[v]
         for j in range(n):
             g[j] = da[j] * d1[j] * s
+        if n == 1:  # one sample: scalars, no loop over samples per edge
+            g0 = g[0]
+            for e in range(indptr[v], indptr[v + 1]):
+                u = indices[e]
+                a0 = A[u, 0]
+                DA[u, 0] += w[e] * g0
+                if summed:
+                    grad[e] = g0 * a0
+            continue
         for e in range(indptr[v], indptr[v + 1]):
             u = indices[e]
             we = w[e]
