@@ -1,0 +1,350 @@
+"""Gaussian expectations of every registered activation: what the infinite-width kernels
+need of phi (docs/design.md, infinite-width kernels).
+
+For a pair (u, v) ~ N(0, [[s11, s12], [s12, s22]]), each activation has
+
+- ``<act>_moments(S11, S12, S22, symmetric)``: E[phi(u) phi(v)] and E[phi'(u) phi'(v)] for
+  every pair of a kernel matrix, S11 (n1,) and S22 (n2,) the variances of the rows and
+  columns, S12 (n1, n2) the covariances; `symmetric` says that S12 is a square symmetric
+  matrix with S11 = S22 = its diagonal, so only its upper triangle is computed;
+- ``<act>_variance(S)``: E[phi(u)^2] and E[phi(u)] for u ~ N(0, S[i]), S (n,).
+
+Closed forms where they exist (identity, erf, sin, relu). Otherwise the Mehler expansion
+E[phi(u) phi(v)] = sum_k rho^k alpha_k(s11) alpha_k(s22), rho = s12 / sqrt(s11 s22), whose
+Hermite coefficients alpha_k(s) = E[phi(sqrt(s) xi) He_k(xi)] / sqrt(k!) come from one
+Gauss-Hermite rule per row (not per pair): a pair costs a dot product of K terms instead of
+the K^2 activations of a two-dimensional rule on the pair's Cholesky factor. Each row keeps
+the coefficients until the squares of the rest sum to less than TAIL of sum_k alpha_k^2
+(= E[phi^2]), so by Cauchy-Schwarz a pair's truncation error is below TAIL times
+sqrt(E[phi(u)^2] E[phi(v)^2]) for every |rho| <= 1, even at rho = 1 where the series
+converges slowest, as long as MAX_TERMS suffice: for tanh, whose coefficients decay slowest
+of all (its poles at +-i pi/2 bound them), up to pre-activation variance 2 (tests/ops
+check 1e-10 relative there; at variance 4 the derivative's series is cut at 3e-10). Kernels
+that cancel to near zero are accurate relative to that scale, not to themselves.
+
+All functions are numba-jitted with the project's one decorator; the generated modules call
+them by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend.jit import jit
+from . import activations as act
+from . import gaussian_closed as closed
+
+RULE_NODES = 400  # the one-dimensional Gauss-Hermite rule: exact up to degree 799, which
+# leaves degree 480 for phi itself beside the Hermite polynomials up to MAX_TERMS
+MAX_TERMS = 320  # Hermite coefficients kept at most per row
+TAIL = 1e-11  # relative size of the dropped coefficients (see the module docstring)
+
+
+@dataclass(frozen=True)
+class GaussianExpectation:
+    """One activation's Gaussian expectations (numba dispatchers, signatures in the module
+    docstring) and whether they are closed forms."""
+
+    name: str
+    moments: Callable
+    variance: Callable
+    closed_form: bool
+
+
+# --------------------------------------------------------------------------------------------
+# The Gauss-Hermite rule, computed in compiled code: numba cannot cache a function that reads
+# a global array of this size
+
+
+@jit
+def gauss_hermite(n):
+    """Nodes and weights of the n-point Gauss-Hermite rule for the standard normal density
+    (weights summing to 1). The nodes start as the eigenvalues of the Jacobi matrix (the
+    recurrence of the Hermite polynomials, Golub-Welsch) and are polished by Newton's method
+    on the orthonormal physicists' recurrence, whose derivative also gives the weights to
+    full relative accuracy (the eigenvectors would give the small ones only absolutely)."""
+    jacobi = np.zeros((n, n))
+    for k in range(1, n):
+        jacobi[k - 1, k] = jacobi[k, k - 1] = math.sqrt(float(k))
+    x = np.linalg.eigvalsh(jacobi) / math.sqrt(2.0)  # roots of H_n, physicists' scale
+    w = np.empty(n)
+    for i in range(n):
+        z = x[i]
+        derivative = 1.0
+        for _ in range(10):
+            p1 = 0.7511255444649425  # pi^(-1/4): the orthonormal H_0
+            p2 = 0.0
+            for j in range(1, n + 1):
+                p3 = p2
+                p2 = p1
+                p1 = z * math.sqrt(2.0 / j) * p2 - math.sqrt((j - 1.0) / j) * p3
+            derivative = math.sqrt(2.0 * n) * p2
+            step = p1 / derivative
+            z -= step
+            if abs(step) <= 1e-15 * max(1.0, abs(z)):
+                break
+        x[i] = z
+        w[i] = 2.0 / (derivative * derivative)
+    return x * math.sqrt(2.0), w / math.sqrt(math.pi)
+
+
+# --------------------------------------------------------------------------------------------
+# Hermite coefficients and the Mehler series (activations without a closed form)
+
+
+@jit
+def hermite_coefficients(S, value, first):
+    """Per row i: the normalized Hermite coefficients of phi and phi' at variance S[i], (n,
+    MAX_TERMS) each, and how many of them the row needs (the larger count of the two)."""
+    n = S.shape[0]
+    A = np.zeros((n, MAX_TERMS))
+    D = np.zeros((n, MAX_TERMS))
+    terms = np.ones(n, np.int64)
+    nodes, weights = gauss_hermite(RULE_NODES)
+    m = nodes.shape[0]
+    for i in range(n):
+        sigma = math.sqrt(max(S[i], 0.0))
+        f = np.empty(m)
+        g = np.empty(m)
+        for a in range(m):
+            t = sigma * nodes[a]
+            y = value(t)
+            f[a] = weights[a] * y
+            g[a] = weights[a] * first(t, y)
+        previous = np.zeros(m)
+        h = np.ones(m)
+        for k in range(MAX_TERMS):
+            sa = 0.0
+            sd = 0.0
+            for a in range(m):
+                sa += f[a] * h[a]
+                sd += g[a] * h[a]
+            A[i, k] = sa
+            D[i, k] = sd
+            scale = 1.0 / math.sqrt(k + 1.0)
+            root = math.sqrt(float(k))
+            for a in range(m):  # He_{k+1} / sqrt((k+1)!) from the two before it
+                nxt = (nodes[a] * h[a] - root * previous[a]) * scale
+                previous[a] = h[a]
+                h[a] = nxt
+        terms[i] = max(_needed_terms(A[i]), _needed_terms(D[i]))
+    return A, D, terms
+
+
+@jit
+def _needed_terms(c):
+    """The fewest leading coefficients whose dropped squares sum to at most TAIL of all."""
+    total = 0.0
+    for k in range(c.shape[0]):
+        total += c[k] * c[k]
+    tail = 0.0
+    for k in range(c.shape[0] - 1, -1, -1):
+        tail += c[k] * c[k]
+        if tail > TAIL * total:
+            return k + 1
+    return 1
+
+
+@jit
+def _series(rho, x, y, terms):
+    """sum_k rho^k x[k] y[k] over the first `terms` coefficients (Horner, from the end)."""
+    s = 0.0
+    for k in range(terms - 1, -1, -1):
+        s = s * rho + x[k] * y[k]
+    return s
+
+
+@jit
+def _correlation(s11, s12, s22):
+    """s12 / sqrt(s11 s22) clipped to [-1, 1] (rounding); 0 for a degenerate variable, whose
+    coefficients beyond the first vanish anyway."""
+    if s11 <= 0.0 or s22 <= 0.0:
+        return 0.0
+    return min(1.0, max(-1.0, s12 / math.sqrt(s11 * s22)))
+
+
+@jit
+def mehler_moments(S11, S12, S22, symmetric, value, first):
+    """E[phi(u) phi(v)] and E[phi'(u) phi'(v)] (n1, n2) by the Mehler series."""
+    A1, D1, t1 = hermite_coefficients(S11, value, first)
+    if symmetric:
+        A2, D2, t2 = A1, D1, t1
+    else:
+        A2, D2, t2 = hermite_coefficients(S22, value, first)
+    n1, n2 = S12.shape
+    C = np.empty((n1, n2))
+    E = np.empty((n1, n2))
+    for i in range(n1):
+        for j in range(i if symmetric else 0, n2):
+            rho = _correlation(S11[i], S12[i, j], S22[j])
+            terms = max(t1[i], t2[j])
+            C[i, j] = _series(rho, A1[i], A2[j], terms)
+            E[i, j] = _series(rho, D1[i], D2[j], terms)
+    if symmetric:
+        _mirror(C)
+        _mirror(E)
+    return C, E
+
+
+@jit
+def quadrature_variance(S, value):
+    """E[phi(u)^2] and E[phi(u)] for u ~ N(0, S[i]), by the one-dimensional rule."""
+    n = S.shape[0]
+    second = np.empty(n)
+    mean = np.empty(n)
+    nodes, weights = gauss_hermite(RULE_NODES)
+    for i in range(n):
+        sigma = math.sqrt(max(S[i], 0.0))
+        s2 = 0.0
+        s1 = 0.0
+        for a in range(nodes.shape[0]):
+            y = value(sigma * nodes[a])
+            s1 += weights[a] * y
+            s2 += weights[a] * y * y
+        second[i] = s2
+        mean[i] = s1
+    return second, mean
+
+
+@jit
+def _mirror(M):
+    """Copy the upper triangle of a square matrix onto its lower one."""
+    for i in range(M.shape[0]):
+        for j in range(i):
+            M[i, j] = M[j, i]
+
+
+# --------------------------------------------------------------------------------------------
+# Closed forms: the loops over a kernel matrix (the scalar forms are in gaussian_closed)
+
+
+@jit
+def closed_moments(S11, S12, S22, symmetric, pair):
+    """Both moments (n1, n2) from an activation's scalar closed form `pair`."""
+    n1, n2 = S12.shape
+    C = np.empty((n1, n2))
+    E = np.empty((n1, n2))
+    for i in range(n1):
+        for j in range(i if symmetric else 0, n2):
+            C[i, j], E[i, j] = pair(S11[i], S12[i, j], S22[j])
+    if symmetric:
+        _mirror(C)
+        _mirror(E)
+    return C, E
+
+
+@jit
+def closed_variance(S, pair, mean):
+    """E[phi(u)^2] from the closed form at s11 = s12 = s22, and E[phi(u)] from `mean`."""
+    n = S.shape[0]
+    second = np.empty(n)
+    first_moment = np.empty(n)
+    for i in range(n):
+        second[i] = pair(S[i], S[i], S[i])[0]
+        first_moment[i] = mean(S[i])
+    return second, first_moment
+
+
+# --------------------------------------------------------------------------------------------
+# The entries the generated modules call, one pair per activation
+
+
+@jit
+def identity_moments(S11, S12, S22, symmetric):
+    return closed_moments(S11, S12, S22, symmetric, closed.identity_pair)
+
+
+@jit
+def identity_variance(S):
+    return closed_variance(S, closed.identity_pair, closed.zero_mean)
+
+
+@jit
+def erf_moments(S11, S12, S22, symmetric):
+    return closed_moments(S11, S12, S22, symmetric, closed.erf_pair)
+
+
+@jit
+def erf_variance(S):
+    return closed_variance(S, closed.erf_pair, closed.zero_mean)
+
+
+@jit
+def sin_moments(S11, S12, S22, symmetric):
+    return closed_moments(S11, S12, S22, symmetric, closed.sin_pair)
+
+
+@jit
+def sin_variance(S):
+    return closed_variance(S, closed.sin_pair, closed.zero_mean)
+
+
+@jit
+def relu_moments(S11, S12, S22, symmetric):
+    return closed_moments(S11, S12, S22, symmetric, closed.relu_pair)
+
+
+@jit
+def relu_variance(S):
+    return closed_variance(S, closed.relu_pair, closed.relu_mean)
+
+
+@jit
+def tanh_moments(S11, S12, S22, symmetric):
+    return mehler_moments(S11, S12, S22, symmetric, act.tanh, act.tanh_first)
+
+
+@jit
+def tanh_variance(S):
+    second, _ = quadrature_variance(S, act.tanh)
+    return second, np.zeros_like(S)  # odd: exactly zero, so skips add no mean terms
+
+
+@jit
+def sigmoid_moments(S11, S12, S22, symmetric):
+    return mehler_moments(S11, S12, S22, symmetric, act.sigmoid, act.sigmoid_first)
+
+
+@jit
+def sigmoid_variance(S):
+    return quadrature_variance(S, act.sigmoid)
+
+
+@jit
+def softplus_moments(S11, S12, S22, symmetric):
+    return mehler_moments(S11, S12, S22, symmetric, act.softplus, act.softplus_first)
+
+
+@jit
+def softplus_variance(S):
+    return quadrature_variance(S, act.softplus)
+
+
+@jit
+def gelu_moments(S11, S12, S22, symmetric):
+    return mehler_moments(S11, S12, S22, symmetric, act.gelu, act.gelu_first)
+
+
+@jit
+def gelu_variance(S):
+    return quadrature_variance(S, act.gelu)
+
+
+GAUSSIAN: dict[str, GaussianExpectation] = {
+    "identity": GaussianExpectation("identity", identity_moments, identity_variance, True),
+    "tanh": GaussianExpectation("tanh", tanh_moments, tanh_variance, False),
+    "sigmoid": GaussianExpectation("sigmoid", sigmoid_moments, sigmoid_variance, False),
+    "softplus": GaussianExpectation("softplus", softplus_moments, softplus_variance, False),
+    "erf": GaussianExpectation("erf", erf_moments, erf_variance, True),
+    "gelu": GaussianExpectation("gelu", gelu_moments, gelu_variance, False),
+    "sin": GaussianExpectation("sin", sin_moments, sin_variance, True),
+    "relu": GaussianExpectation("relu", relu_moments, relu_variance, True),
+}
+
+if set(GAUSSIAN) != set(act.ACTIVATIONS):  # a new activation needs its expectations here
+    raise ImportError("dagc.ops.gaussian: Gaussian expectations missing for "
+                      f"{sorted(set(act.ACTIVATIONS) - set(GAUSSIAN))}")
