@@ -11,6 +11,13 @@ generated modules), with the reason for each flag.
 - No ``fastmath``: it would let LLVM reassociate sums and contract multiply-adds, and every
   result must be reproducible bit for bit across widths, machines and code changes.
 - No ``parallel``: numba's thread pool and BLAS's would compete for the same cores.
+
+`jit_uncached` is the same without the disk cache, for functions that take other jitted
+functions as arguments (the activation registry's elementwise loops): numba's cache index
+pickles such a signature with a weak reference to the function passed, which is dead when
+the index is read back by another process, so saving the next specialization can fail with
+"underlying object has vanished", and no such entry is ever loaded anyway. Their callers are
+cached, with the loop compiled into them, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from numba import njit
 from numba.core.dispatcher import Dispatcher
 
 jit = njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
+jit_uncached = njit(cache=False, error_model="numpy", no_cfunc_wrapper=True)
 
 _PLAIN: dict[tuple[str, str | None], types.ModuleType] = {}
 

@@ -8,7 +8,9 @@ Conventions every entry follows (the generated code and the kernels rely on them
   from the value (tanh' = 1 - y^2), so the value is computed once and passed on.
 - All three are numba-jitted scalar functions. The elementwise loops below take them as
   arguments; numba compiles one specialization per activation with the scalar function
-  inlined, so a loop vectorizes exactly as a hand-written one would (and caches on disk).
+  inlined, so a loop vectorizes exactly as a hand-written one would. The loops themselves
+  are not cached on disk (see `dagc.backend.jit.jit_uncached`); the generated functions that
+  call them are, with the loop compiled in.
 - Exponentials only ever see -|t|, so nothing overflows, compiled or in plain Python.
 - ``smooth`` is False where phi'' vanishes almost everywhere (relu): the curvature metrics
   then see only the output's own curvature, and `dagc inspect` says so.
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend.jit import jit
+from ..backend.jit import jit, jit_uncached
 
 SQRT1_2 = 0.7071067811865476  # 1 / sqrt(2)
 TWO_OVER_SQRT_PI = 1.1283791670955126  # erf'(0)
@@ -297,7 +299,7 @@ _register("relu", relu, relu_first, relu_second, lambda z, xp: xp.maximum(z, 0.0
 # Elementwise application: one loop per order, specialized by numba per activation
 
 
-@jit
+@jit_uncached  # takes jitted functions: see dagc.backend.jit
 def apply(z, value):
     """phi(z) elementwise, as a new array."""
     a = np.empty_like(z)
@@ -308,7 +310,7 @@ def apply(z, value):
     return a
 
 
-@jit
+@jit_uncached  # takes jitted functions: see dagc.backend.jit
 def apply_first(z, value, first):
     """phi(z) and phi'(z) elementwise, as new arrays."""
     a = np.empty_like(z)
@@ -324,7 +326,7 @@ def apply_first(z, value, first):
     return a, d1
 
 
-@jit
+@jit_uncached  # takes jitted functions: see dagc.backend.jit
 def apply_second(z, value, first, second):
     """phi(z), phi'(z) and phi''(z) elementwise, as new arrays."""
     a = np.empty_like(z)
