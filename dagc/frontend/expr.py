@@ -59,6 +59,12 @@ def evaluate(tree: Expr, width: int | None, where: str) -> int:
     return int(value)
 
 
+def exact(tree: Expr, width: int, where: str) -> Fraction:
+    """The exact rational value at any `width`, unchecked (neither integral, positive nor
+    bounded): how a size behaves as width grows (the infinite-width limits)."""
+    return _value(tree, width, where)
+
+
 def _tokenize(text: str, where: str) -> list[str]:
     tokens, pos = [], 0
     text = text.rstrip()

@@ -1,0 +1,120 @@
+"""Which pieces of each block grow with width, and their shares of its in-degree in the
+infinite-width limit: the run-time numbers of the generated `limits` pass (docs/design.md,
+infinite-width kernels).
+
+A piece i of block B (a connection or the bias) has degree d_i(width): the source's size for
+a dense connection, the fan-in for a sparse one, 1 for a bias. Its limit share is
+r_i = lim d_i / d_B over the growing pieces; a piece whose degree stays finite has share 0
+when any piece grows, and when none grows the exact degrees are the shares. Degrees are
+evaluated exactly (rational arithmetic) at two astronomically large widths: a piece grows
+when they differ, and a share is a ratio at the larger one, equal to its limit to far
+below float64's precision for any size expression.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from ..errors import DagcError
+from ..frontend import expr
+from ..frontend.spec import RandomDag, Spec
+from .graph import IR
+
+# Widths standing for infinity: divisible by every small denominator a size expression may
+# hold, so that `width/3` and `width//4` grow exactly.
+FAR = 2**64 * 3**40 * 5**27 * 7**22
+FARTHER = 2 * FAR
+
+
+def limit_shares(ir: IR) -> tuple[np.ndarray, ...]:
+    """Per non-input block of `ir`, in its order: the limit shares of its incoming connections
+    (in `ir.incoming` order), then of its bias if it has one. Raises DagcError for a network
+    without a limit: a fixed graph file, or a sparse connection from a block that does not
+    grow."""
+    spec = ir.spec
+    if spec.graph is None:
+        per_block = _block_dag_shares(spec)
+    elif isinstance(spec.graph, RandomDag):
+        per_block = _random_dag_shares(spec, spec.graph, ir)
+    else:
+        raise DagcError(f"{spec.path}: the graph file {spec.graph} fixes every neuron, so the "
+                        "network has no width to grow and no infinite-width limit")
+    shares = []
+    for block in ir.blocks:
+        if block.is_input:
+            continue
+        by_source = per_block[block.name]
+        row = [by_source.pop(c.src, 0.0) for c in ir.incoming(block.name)]
+        if block.bias:
+            row.append(by_source.pop(None))
+        missing = {src: share for src, share in by_source.items() if share > 0.0}
+        if missing:
+            raise DagcError(f"{spec.path}: at width {ir.width} no edge joins "
+                            f"{', '.join(map(str, missing))} to {block.name}, whose limit "
+                            "mixes them in; compile at a larger width")
+        shares.append(np.array(row, np.float64))
+    return tuple(shares)
+
+
+def _block_dag_shares(spec: Spec) -> dict[str, dict[str | None, float]]:
+    """{block: {source (None for the bias): share}} of a block DAG."""
+    sizes = dict(spec.inputs) | {b.name: b.size for b in spec.blocks}
+    growing = {name: _grows(tree, f"{spec.path}: block {name}: size")
+               for name, tree in sizes.items()}
+    result = {}
+    for b in spec.blocks:
+        degrees = {}
+        for s in b.sources:
+            where = f"{spec.path}: block {b.name}: connection from {s.block}"
+            if s.fan_in is not None and not growing[s.block]:
+                raise DagcError(f"{where}: a sparse connection from a block that does not grow "
+                                "with width has no infinite-width limit (which of its neurons "
+                                "a neuron sees matters at every width)")
+            degrees[s.block] = sizes[s.block] if s.fan_in is None else s.fan_in
+        if b.bias:
+            degrees[None] = ("num", 1)
+        result[b.name] = _shares(degrees, f"{spec.path}: block {b.name}")
+    return result
+
+
+def _random_dag_shares(spec: Spec, gen: RandomDag, ir: IR) -> dict[str, dict[str, float]]:
+    """A neuron of generator layer l >= 2 draws its fan-in from all earlier neurons, so in the
+    limit it mixes the earlier layers in proportion to their sizes; layer 1 sees the inputs."""
+    where = f"{spec.path}: graph"
+    if not _grows(gen.size, f"{where}: size"):
+        raise DagcError(f"{where}: size does not grow with width: no infinite-width limit")
+    group_of_layer = {b.layer: b.name for b in ir.blocks}
+    result = {}
+    for block in ir.blocks:
+        if block.is_input:
+            continue
+        if block.layer == 1:
+            result[block.name] = {group_of_layer[0]: 1.0}
+            continue
+        degrees = {group_of_layer[0]: gen.inputs}
+        degrees |= {group_of_layer[j]: gen.size for j in range(1, block.layer)}
+        result[block.name] = _shares(degrees, f"{where}: layer {block.layer}")
+    return result
+
+
+def _shares(degrees: dict, where: str) -> dict:
+    """Limit shares of pieces with the given degree expressions (module docstring)."""
+    far = {key: _exact(tree, FAR, where) for key, tree in degrees.items()}
+    grows = {key: _exact(tree, FARTHER, where) != far[key] for key, tree in degrees.items()}
+    counted = {key: far[key] for key in degrees if grows[key] or not any(grows.values())}
+    total = sum(counted.values())
+    return {key: float(counted.get(key, Fraction(0)) / total) for key in degrees}
+
+
+def _grows(tree: expr.Expr, where: str) -> bool:
+    return _exact(tree, FARTHER, where) != _exact(tree, FAR, where)
+
+
+def _exact(tree: expr.Expr, width: int, where: str) -> Fraction:
+    value = expr.exact(tree, width, where)
+    if value <= 0:
+        raise DagcError(f"{where}: the size does not stay positive as width grows, so the "
+                        "network has no infinite-width limit")
+    return value
