@@ -102,8 +102,8 @@ def process_executor(jobs: int, fn: Callable[[Cell], Result] | None = None) -> E
     Every worker uses one BLAS/OpenMP/numba thread (so `jobs` processes share the cores
     instead of fighting over them) and keeps working on one (architecture, width) group, so it
     compiles or loads each net once; idle workers take new groups, then help with unfinished
-    ones. A worker that dies (crash, out of memory) fails its cell, and the pool is replaced.
-    Workers die with this process. `fn` must be picklable (a top-level function or a
+    ones. A worker that dies (crash, out of memory) fails its cell and is replaced; workers
+    die with this process. `fn` must be picklable (a top-level function or a
     `functools.partial` of one).
     """
     if jobs < 1:
@@ -116,7 +116,7 @@ def process_executor(jobs: int, fn: Callable[[Cell], Result] | None = None) -> E
 
 
 class _Groups:
-    """The cells not yet started, by (architecture, width) group, and which group each worker
+    """The cells not yet started, by (architecture, width) group, and the group each worker
     is on: a worker stays on its group, so it compiles or loads each net once."""
 
     def __init__(self, cells: Iterable[Cell]):
@@ -124,16 +124,16 @@ class _Groups:
         for cell in cells:
             self.remaining.setdefault(cell.group, deque()).append(cell)
         self.started: set[tuple] = set()
-        self.group_of: dict[int, tuple] = {}  # worker pid -> its group
-        self.archs_of: dict[int, set[str]] = {}  # worker pid -> architectures it loaded
+        self.group_of: dict[int, tuple] = {}  # worker -> its group
+        self.archs_of: dict[int, set[str]] = {}  # worker -> architectures it loaded
 
     def __bool__(self) -> bool:
         return any(self.remaining.values())
 
-    def next_for(self, worker: int | None, busy: Iterable[int | None]) -> Cell:
-        """The next cell for `worker` (a pid, None for a worker not heard from yet): from its
-        group; else a new group, preferring an architecture it has loaded, then one no busy
-        worker is loading; else from the end of the largest unfinished group."""
+    def next_for(self, worker: int, busy: Iterable[int]) -> Cell:
+        """The next cell for `worker`: from its group; else a new group, preferring an
+        architecture it has loaded, then one no `busy` worker is loading; else from the end
+        of the largest unfinished group (its owner works from the start)."""
         group = self.group_of.get(worker)
         if group is not None and self.remaining.get(group):
             return self.remaining[group].popleft()
@@ -143,130 +143,106 @@ class _Groups:
         group = next((g for g in fresh if g[0] in loaded), None) \
             or next((g for g in fresh if g[0] not in others), None) \
             or next(iter(fresh), None)
-        if group is not None:
-            self._assign(worker, group)
-            return self.remaining[group].popleft()
-        group = max((g for g in self.remaining if self.remaining[g]),
-                    key=lambda g: len(self.remaining[g]))
-        self._assign(worker, group)
-        return self.remaining[group].pop()  # its owner works from the start
-
-    def _assign(self, worker: int | None, group: tuple) -> None:
+        take_last = group is None
+        if take_last:
+            group = max((g for g in self.remaining if self.remaining[g]),
+                        key=lambda g: len(self.remaining[g]))
         self.started.add(group)
-        if worker is not None:
-            self.group_of[worker] = group
-            self.archs_of.setdefault(worker, set()).add(group[0])
+        self.group_of[worker] = group
+        self.archs_of.setdefault(worker, set()).add(group[0])
+        return self.remaining[group].pop() if take_last else self.remaining[group].popleft()
 
-    def ran(self, worker: int, cell: Cell) -> None:
-        """`worker` ran `cell`: a worker first heard from now is on that cell's group."""
-        if worker not in self.group_of:
-            self._assign(worker, cell.group)
+
+class _Worker:
+    """One worker process: a ProcessPoolExecutor of one, so the sweep chooses which worker
+    runs which cell (a shared pool hands a task to whichever worker asks first, and so
+    scatters a group's cells over workers that each load its net), and a worker that dies
+    breaks only itself."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.cell: Cell | None = None
+        self.pool = _new_pool()
+
+    def submit(self, fn: Callable, cell: Cell) -> Future:
+        self.cell = cell
+        return self.pool.submit(_run_in_worker, fn, cell)
+
+    def replace(self) -> str:
+        """Start a new process after this one died; returns the dead one's exit code."""
+        process = _process_of(self.pool)
+        if process is not None:
+            process.join(timeout=5.0)  # its pipe closes a moment before its exit code is there
+        code = "unknown" if process is None or process.exitcode is None else process.exitcode
+        self.stop(now=True)
+        self.pool = _new_pool()
+        return str(code)
+
+    def stop(self, now: bool) -> None:
+        """Let the process finish (`now`: kill it, without waiting for its cell)."""
+        if now:
+            process = _process_of(self.pool)
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                if process is not None:
+                    process.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_pool(cells: list[Cell], jobs: int, fn: Callable, on_start: Callable | None
               ) -> Iterator[Result]:
-    """Run cells on a pool, replacing the pool when a worker dies. The cells in flight when
-    that happens are rerun one at a time, so the one that kills its worker is found and
-    fails alone."""
+    """Keep every worker busy until the cells run out; yield the results as they come."""
     groups = _Groups(cells)
-    suspects: deque[Cell] = deque()
-    jobs = min(jobs, len(cells))
+    workers: list[_Worker] = []
+    finished = False
     with single_threaded_environment():  # for every worker, also those started later
-        while groups or suspects:
-            with _worker_pool(jobs) as pool:
-                broken, code = yield from _dispatch(pool, jobs, groups, suspects, fn, on_start)
-            if len(broken) == 1:  # it ran alone: its cell killed it
-                yield failed_result(broken[0], f"the worker process died (exit code {code}) "
-                                               "while running this cell")
-            else:
-                suspects.extend(broken)
+        try:
+            workers = [_Worker(i) for i in range(min(jobs, len(cells)))]
+            in_flight: dict[Future, _Worker] = {}
+            while True:
+                for worker in workers:
+                    if worker.cell is None and groups:
+                        busy = [w.index for w in workers if w.cell is not None]
+                        cell = groups.next_for(worker.index, busy)
+                        if on_start is not None:
+                            on_start(cell)
+                        in_flight[worker.submit(fn, cell)] = worker
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    worker = in_flight.pop(future)
+                    cell, worker.cell = worker.cell, None
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        yield failed_result(cell, f"the worker process died (exit code "
+                                                  f"{worker.replace()}) while running this cell")
+                    else:
+                        yield future.result()
+            finished = True
+        finally:
+            for worker in workers:
+                worker.stop(now=not finished)
 
 
-def _dispatch(pool: ProcessPoolExecutor, jobs: int, groups: _Groups, suspects: deque,
-              fn: Callable, on_start: Callable | None):
-    """Keep the pool's `jobs` workers busy until the cells run out; yield the results.
-    Returns the cells that were in flight when a worker died (the pool is then broken) and
-    that worker's exit code, else ([], None)."""
-    in_flight: dict[Future, tuple[Cell, int | None]] = {}
-    idle: list[int | None] = [None] * jobs  # pids; None: a worker not heard from yet
-    while True:
-        alone = bool(suspects)  # a suspect runs with nothing beside it
-        while idle and (suspects or groups) and not (alone and in_flight):
-            worker = idle.pop()
-            busy = [w for _, w in in_flight.values()]
-            cell = suspects.popleft() if alone else groups.next_for(worker, busy)
-            if on_start is not None:
-                on_start(cell)
-            in_flight[pool.submit(_run_in_worker, fn, cell)] = (cell, worker)
-        if not in_flight:
-            return [], None
-        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-        code = None
-        if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-            wait(in_flight)  # a broken pool fails every pending future at once
-            code = _exit_code(pool)  # before shutdown forgets the workers
-            done = set(in_flight)
-        broken = []
-        for future in sorted(done, key=lambda f: in_flight[f][0].key):
-            cell, _ = in_flight.pop(future)
-            if isinstance(future.exception(), BrokenProcessPool):
-                broken.append(cell)
-                continue
-            result, worker = future.result()
-            groups.ran(worker, cell)
-            idle.append(worker)
-            yield result
-        if broken:
-            return broken, code
-
-
-@contextlib.contextmanager
-def _worker_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
-    """A pool of `jobs` spawned, single-threaded workers that die with this process. Leaving
-    the block early (Ctrl-C, an error) kills the workers rather than waiting for their cells."""
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+def _new_pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(os.getpid(),),
                                max_tasks_per_child=CELLS_PER_WORKER)
-    finished = False
-    try:
-        yield pool
-        finished = True
-    finally:
-        if not finished:
-            _kill_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _workers(pool: ProcessPoolExecutor) -> list:
-    # ProcessPoolExecutor has no public way to stop a running task or read a dead worker's
-    # exit code; its process table is the only handle on them.
-    return list((getattr(pool, "_processes", None) or {}).values())
+def _process_of(pool: ProcessPoolExecutor):
+    """The pool's one process, if started. ProcessPoolExecutor has no public way to stop a
+    running task or read a dead worker's exit code; its process table is the only handle."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    return processes[0] if processes else None
 
 
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    for process in _workers(pool):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            process.kill()
-
-
-def _exit_code(pool: ProcessPoolExecutor) -> str:
-    """The exit code of the worker that died; the pool terminated the others (SIGTERM)."""
-    workers = _workers(pool)
-    for process in workers:  # its pipe closes a moment before its exit code is there
-        process.join(timeout=1.0)
-    codes = [p.exitcode for p in workers if p.exitcode not in (None, 0)]
-    own = [code for code in codes if code != -signal.SIGTERM]
-    return str((own or codes or ["unknown"])[0])
-
-
-def _run_in_worker(fn: Callable[[Cell], Result], cell: Cell) -> tuple[Result, int]:
-    """A worker's task: run the cell and say which worker ran it."""
+def _run_in_worker(fn: Callable[[Cell], Result], cell: Cell) -> Result:
+    """A worker's task: run the cell; a custom `fn` that raises fails the cell."""
     start = time.perf_counter()
     try:
-        result = fn(cell)
+        return fn(cell)
     except Exception as err:  # noqa: BLE001 - a custom fn that raised
-        result = failed_result(cell, describe_error(err), time.perf_counter() - start)
-    return result, os.getpid()
+        return failed_result(cell, describe_error(err), time.perf_counter() - start)
 
 
 def _worker_init(parent: int) -> None:
