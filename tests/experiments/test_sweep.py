@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -248,6 +249,19 @@ def test_process_pool_gives_the_numbers_of_a_serial_run(tmp_path):
     for r in pooled:
         loads[r["extras"]["pid"]] = max(loads.get(r["extras"]["pid"], 0), r["extras"]["loads"])
     assert sum(loads.values()) <= len({c.group for c in cells}) + 2
+
+
+def test_pool_workers_are_replaced_after_their_quota_of_cells(tmp_path, monkeypatch):
+    """max_tasks_per_child: a worker leaves after CELLS_PER_WORKER cells and a fresh one
+    (single-threaded too) takes over, with the same numbers."""
+    monkeypatch.setattr(local, "CELLS_PER_WORKER", 2)
+    cells = _cells(archs=["mlp3"], widths=(4, 8))
+    _, serial = _run(cells, tmp_path / "serial.sqlite", jobs=1)
+    _, pooled = _run(cells, tmp_path / "pooled.sqlite", jobs=2)
+    assert _numbers(pooled) == _numbers(serial)
+    cells_per_process = Counter(r["extras"]["pid"] for r in pooled)
+    assert max(cells_per_process.values()) == 2 and len(cells_per_process) >= len(cells) // 2
+    assert {r["extras"]["omp"] for r in pooled} == {"1"}
 
 
 def test_process_pool_survives_a_dying_worker(tmp_path, monkeypatch):
