@@ -22,8 +22,10 @@ of all (its poles at +-i pi/2 bound them), up to pre-activation variance 2 (test
 check 1e-10 relative there; at variance 4 the derivative's series is cut at 3e-10). Kernels
 that cancel to near zero are accurate relative to that scale, not to themselves.
 
-All functions are numba-jitted with the project's one decorator; the generated modules call
-them by name.
+All functions are numba-jitted with the project's decorator; the generated modules call the
+per-activation entries by name. The loops that take an activation's scalar functions as
+arguments are not cached on disk (numba cannot reload a signature holding a function, see
+dagc.backend.jit); the entries that call them are, with the loop compiled in.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend.jit import jit
+from ..backend.jit import jit, jit_uncached
 from . import activations as act
 from . import gaussian_closed as closed
 
@@ -96,7 +98,7 @@ def gauss_hermite(n):
 # Hermite coefficients and the Mehler series (activations without a closed form)
 
 
-@jit
+@jit_uncached
 def hermite_coefficients(S, value, first):
     """Per row i: the normalized Hermite coefficients of phi and phi' at variance S[i], (n,
     MAX_TERMS) each, and how many of them the row needs (the larger count of the two)."""
@@ -167,7 +169,7 @@ def _correlation(s11, s12, s22):
     return min(1.0, max(-1.0, s12 / math.sqrt(s11 * s22)))
 
 
-@jit
+@jit_uncached
 def mehler_moments(S11, S12, S22, symmetric, value, first):
     """E[phi(u) phi(v)] and E[phi'(u) phi'(v)] (n1, n2) by the Mehler series."""
     A1, D1, t1 = hermite_coefficients(S11, value, first)
@@ -190,7 +192,7 @@ def mehler_moments(S11, S12, S22, symmetric, value, first):
     return C, E
 
 
-@jit
+@jit_uncached
 def quadrature_variance(S, value):
     """E[phi(u)^2] and E[phi(u)] for u ~ N(0, S[i]), by the one-dimensional rule."""
     n = S.shape[0]
@@ -222,7 +224,7 @@ def _mirror(M):
 # Closed forms: the loops over a kernel matrix (the scalar forms are in gaussian_closed)
 
 
-@jit
+@jit_uncached
 def closed_moments(S11, S12, S22, symmetric, pair):
     """Both moments (n1, n2) from an activation's scalar closed form `pair`."""
     n1, n2 = S12.shape
@@ -237,7 +239,7 @@ def closed_moments(S11, S12, S22, symmetric, pair):
     return C, E
 
 
-@jit
+@jit_uncached
 def closed_variance(S, pair, mean):
     """E[phi(u)^2] from the closed form at s11 = s12 = s22, and E[phi(u)] from `mean`."""
     n = S.shape[0]
