@@ -4,7 +4,7 @@ An executor is a function `executor(cells, on_start=None)` that runs cells and y
 `Result`s as they complete (`on_start(cell)` is called as a cell starts); `sweep.run_sweep`
 stores each result as it arrives. Both executors here run every cell single-threaded (BLAS,
 OpenMP, numba), so a cell gives the same bits whatever the job count (docs/design.md,
-"sweeps").
+"Executors: local and Dask").
 
 Ctrl-C stops either one: the serial executor turns a SIGINT that numba or a LAPACK callback
 wrapped into another exception back into `KeyboardInterrupt` and drops the interrupted cell

@@ -1,5 +1,5 @@
 """Sweeps on a Dask distributed cluster: `dagc sweep --scheduler ADDR` (docs/design.md,
-"sweeps").
+"Executors: local and Dask").
 
 `dask_executor(scheduler)` connects to a running Dask scheduler and returns an executor (see
 `dagc.experiments.local`): every cell becomes one task that runs `sweep.run_cell(cell)` on a
