@@ -5,7 +5,9 @@ The graph arrives as data (`dagc.ir.neurons.NeuronIR.kernel_args`): the CSR `ind
 the scales 1/sqrt(in-degree), the runs, the output neurons and the factored Hessian's q
 coordinates. Batched buffers are neuron-major, (N, n): a neuron's values for all samples are
 contiguous, so each edge's weight and index are read once per sweep for the whole batch and
-the innermost loop runs over samples. The HVP's single sample uses 1-D buffers (N,).
+the innermost loop runs over samples. The HVP's single sample uses 1-D buffers (N,). Loops
+over edges run over unsigned integers: numba wraps negative signed indices, which costs
+integer instructions on every access (as in dagc.backend.kernels).
 
 Only the activations depend on the graph's activation set; they are applied by the passes
 of the module rendered from templates/neurons.py.j2, which call these kernels.
@@ -44,12 +46,12 @@ def gather(Z, A, w, indptr, indices, scale, first):
         z = Z[k]
         if n == 1:  # one sample: a dot product, the sum kept in a register
             acc = 0.0
-            for e in range(indptr[v], indptr[v + 1]):
+            for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
                 acc += w[e] * A[indices[e], 0]
             z[0] = acc * scale[v]
             continue
         z[:] = 0.0
-        for e in range(indptr[v], indptr[v + 1]):
+        for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
             we = w[e]
             a = A[indices[e]]
             for j in range(n):
@@ -76,14 +78,14 @@ def backprop(DA, G, D1, A, w, indptr, indices, scale, n_in, grad):
             g[j] = da[j] * d1[j] * s
         if n == 1:  # one sample: scalars, no loop over samples per edge
             g0 = g[0]
-            for e in range(indptr[v], indptr[v + 1]):
+            for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
                 u = indices[e]
                 a0 = A[u, 0]
                 DA[u, 0] += w[e] * g0
                 if summed:
                     grad[e] = g0 * a0
             continue
-        for e in range(indptr[v], indptr[v + 1]):
+        for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
             u = indices[e]
             we = w[e]
             a = A[u]
@@ -101,7 +103,7 @@ def gradient_rows(grad, G, A, indptr, indices, n_in):
     """Per-sample gradients grad[j, e] = G[v, j] A[u, j] (the Jacobian's rows)."""
     for v in range(n_in, A.shape[0]):
         g = G[v]
-        for e in range(indptr[v], indptr[v + 1]):
+        for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
             a = A[indices[e]]
             for j in range(g.size):
                 grad[j, e] = g[j] * a[j]
@@ -126,7 +128,7 @@ def tangent_gather(z, tz, a, t, w, v, indptr, indices, scale, first, end):
         u = first + k
         zs = 0.0
         tzs = 0.0
-        for e in range(indptr[u], indptr[u + 1]):
+        for e in range(np.uint64(indptr[u]), np.uint64(indptr[u + 1])):
             i = indices[e]
             ai = a[i]
             zs += w[e] * ai
@@ -144,7 +146,7 @@ def hvp_backprop(H, da, tda, a, t, d1, d2, tz, w, v, indptr, indices, scale, n_i
         s = scale[u]
         g = da[u] * d1[u] * s
         tg = (tda[u] * d1[u] + da[u] * d2[u] * tz[u]) * s
-        for e in range(indptr[u], indptr[u + 1]):
+        for e in range(np.uint64(indptr[u]), np.uint64(indptr[u + 1])):
             # every load before the first store: a store to da may alias w, v, a or t for
             # all numba knows, so it would load them again
             i = indices[e]
@@ -158,11 +160,13 @@ def hvp_backprop(H, da, tda, a, t, d1, d2, tz, w, v, indptr, indices, scale, n_i
 
 
 @jit
-def factored_forward(HC, GC, T, TZ, C, A, D1, G, w, indptr, indices, scale, q_index, n_in):
+def factored_forward(HC, GC, T, TZ, C, A, D1, G, w, indptr, indices, scale, q_row, n_in):
     """The factored HVP's forward sweep (neuron-major, n rows): the tangent weights are
-    V[e] = p_v a_u + g_v q_u (p_v = C[v - n_in], q_u = C[q_index[u]], zero for inputs);
-    tz_v = s (sum_e w t_u + gp_v) with gp_v = sum_e V[e] a_u, t_v = phi'(z_v) tz_v. Writes
-    GC's p rows (gp) and HC's q rows (t)."""
+    V[e] = p_v a_u + g_v q_u (p_v = C[v - n_in], q_u = C[q_row[u]]); tz_v =
+    s (sum_e w t_u + gp_v) with gp_v = sum_e V[e] a_u, t_v = phi'(z_v) tz_v. Writes GC's p
+    rows (gp) and HC's q rows (t). Neurons without q coordinates (inputs, outputs) have
+    q_row pointing at a last row of C that holds zeros and of HC that is thrown away, so no
+    edge needs a branch."""
     n = A.shape[1]
     for v in range(n_in, A.shape[0]):
         p = C[v - n_in]
@@ -171,36 +175,30 @@ def factored_forward(HC, GC, T, TZ, C, A, D1, G, w, indptr, indices, scale, q_in
         gp = GC[v - n_in]
         tz[:] = 0.0
         gp[:] = 0.0
-        for e in range(indptr[v], indptr[v + 1]):
+        for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
             u = indices[e]
             we = w[e]
             a = A[u]
             t = T[u]
-            qi = q_index[u]
-            if qi >= 0:
-                q = C[qi]
-                for j in range(n):
-                    tz[j] += we * t[j]
-                    gp[j] += (p[j] * a[j] + g[j] * q[j]) * a[j]
-            else:  # an input: no tangent, no q
-                for j in range(n):
-                    gp[j] += p[j] * a[j] * a[j]
+            q = C[q_row[u]]
+            for j in range(n):
+                tz[j] += we * t[j]
+                gp[j] += (p[j] * a[j] + g[j] * q[j]) * a[j]
         s = scale[v]
         d1 = D1[v]
         tv = T[v]
         for j in range(n):
             tz[j] = (tz[j] + gp[j]) * s
             tv[j] = d1[j] * tz[j]
-        if q_index[v] >= 0:
-            HC[q_index[v]] = tv
+        HC[q_row[v]] = tv
 
 
 @jit
-def factored_backward(HC, GC, TZ, C, A, D1, D2, DA, G, w, indptr, indices, scale, q_index,
+def factored_backward(HC, GC, TZ, C, A, D1, D2, DA, G, w, indptr, indices, scale, q_row,
                       n_in):
     """The factored HVP's reverse sweep: tg_v = (tda_v phi' + da_v phi'' tz_v) s into HC's
-    p rows; per edge from a hidden u, with V as in `factored_forward`,
-    tda_u += w tg_v + V g_v and gq_u += V g_v (GC's q rows)."""
+    p rows; per edge u -> v, with V as in `factored_forward`, tda_u += w tg_v + V g_v and
+    gq_u += V g_v (GC's q rows; an input's go to the thrown-away last row)."""
     n = A.shape[1]
     TDA = np.zeros_like(A)
     for qi in range(A.shape[0] - n_in, GC.shape[0]):
@@ -217,16 +215,13 @@ def factored_backward(HC, GC, TZ, C, A, D1, D2, DA, G, w, indptr, indices, scale
             tg[j] = (tda[j] * d1[j] + da[j] * d2[j] * tz[j]) * s
         p = C[v - n_in]
         g = G[v]
-        for e in range(indptr[v], indptr[v + 1]):
+        for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
             u = indices[e]
-            qi = q_index[u]
-            if qi < 0:  # an input: nothing flows back
-                continue
             we = w[e]
             a = A[u]
-            q = C[qi]
+            q = C[q_row[u]]
             tdau = TDA[u]
-            gq = GC[qi]
+            gq = GC[q_row[u]]
             for j in range(n):
                 vg = (p[j] * a[j] + g[j] * q[j]) * g[j]
                 tdau[j] += we * tg[j] + vg
@@ -242,7 +237,7 @@ def ntk_accumulate(K, Gk, A, indptr, indices, n_in, n1, lo):
     S = np.empty((n1, n2))
     for v in range(n_in, A.shape[0]):
         S[:] = 0.0
-        for e in range(indptr[v], indptr[v + 1]):
+        for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
             a = A[indices[e]]
             for i in range(n1):
                 ai = a[i]

@@ -252,3 +252,58 @@ def test_randdag_neuron_path_equals_grouped_path_to_rounding():
     for mine, theirs in zip(module.hvp_factored(w, state, C, *ir.kernel_args), H.apply(C),
                             strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-13 * np.abs(theirs).max())
+
+
+# --- through dagc.compile --------------------------------------------------------------------
+
+def _graph_arch(tmp_path, graph: nx.DiGraph, stem: str) -> str:
+    nx.write_graphml(graph, tmp_path / f"{stem}.graphml")
+    (tmp_path / f"{stem}.yaml").write_text(f"name: {stem}\ngraph: {stem}.graphml\n")
+    return tmp_path / f"{stem}.yaml"
+
+
+def test_graph_files_compile_to_the_shared_neuron_module(tmp_path):
+    """A graph file's CompiledNet: the neuron IR, its names and layout, every pass of the
+    public API, and one module for two graphs with the same activations."""
+    import dagc
+    from dagc import measure
+
+    graph = mixed_graph()
+    net = dagc.compile(_graph_arch(tmp_path, graph, "mixed"))
+    assert isinstance(net.ir, neurons.NeuronIR)
+    assert net.input_names == ["in_b", "in_a", "in_c"] and net.n_in == 3
+    assert set(net.output_names) == {n for n in graph if graph.out_degree(n) == 0}
+    assert net.width is None and net.layers["in_a"] == 0 and net.depth == net.ir.depth
+    assert net.layout == net.ir.layout and net.n_params == graph.number_of_edges()
+    w = net.init(0)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3, net.n_in))
+    J = net.jacobian(w, X)
+    C = rng.standard_normal((3, net.n_out))
+    np.testing.assert_allclose(net.vjp(w, X, C), np.einsum("ik,ikp->p", C, J), atol=1e-12)
+    F, g = net.mse_gradient(w, X, C)
+    np.testing.assert_allclose(F, net.forward(w, X), atol=0)
+    np.testing.assert_allclose(g, np.einsum("ik,ikp->p", (F - C) / 3, J), atol=1e-12)
+    np.testing.assert_allclose(net.ntk(w, X), np.einsum("ikp,jlp->ijkl", J, J), atol=1e-12)
+    H = net.factored_hessian(w, X, np.array([0, 1, 2]))
+    norms = measure.lanczos_norms(H, rng.standard_normal((3, H.size)), 1e-10)
+    for i in range(3):
+        dense = np.stack([net.hvp(w, X[i], e, output=i) for e in np.eye(net.n_params)])
+        assert np.isclose(norms[i], np.abs(np.linalg.eigvalsh(dense)).max(), rtol=1e-8)
+    other = mixed_graph()
+    other.remove_edge("in_a", "z1_3")
+    assert dagc.compile(_graph_arch(tmp_path, other, "other")).module is net.module
+
+
+def test_deep_random_dag_takes_the_neuron_path(tmp_path):
+    import dagc
+
+    text = ("name: deep\nwidth: 6\ngraph: {generator: random_dag, inputs: 3, layers: "
+            f"{block_graph.GROUPED_LAYERS + 1}, size: width, fan_in: 4, outputs: 2, act: sin}}\n")
+    (tmp_path / "deep.yaml").write_text(text)
+    net = dagc.compile(tmp_path / "deep.yaml", width=6)
+    assert isinstance(net.ir, neurons.NeuronIR) and net.ir.acts == ("identity", "sin")
+    assert (net.width, net.width_m, net.depth) == (6, 4, block_graph.GROUPED_LAYERS + 2)
+    assert net.output_names == [net.ir.n_neurons - 2, net.ir.n_neurons - 1]
+    X = np.random.default_rng(0).standard_normal((2, 3))
+    assert net.forward(net.init(0), X).shape == (2, 2)
