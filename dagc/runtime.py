@@ -61,8 +61,7 @@ class CompiledNet:
         sparse = [c for c in ir.connections if c.kind != "dense"]
         self._args = (
             np.array([b.size for b in ir.blocks], np.int64),
-            tuple(1.0 / np.sqrt(b.in_degree.astype(np.float64)) for b in ir.blocks
-                  if not b.is_input),
+            _neuron_scales(ir),
             tuple(c.indptr for c in sparse),
             tuple(c.indices for c in sparse),  # uint32 (see graph.Connection): no copy
         )
@@ -229,6 +228,19 @@ class FactoredHessian:
         """The operator of a subset of the rows (a Krylov method drops converged ones)."""
         return FactoredHessian(self.net, self._w,
                                tuple(np.ascontiguousarray(a[rows]) for a in self._state))
+
+
+def _neuron_scales(ir: graph.IR) -> tuple[np.ndarray, ...]:
+    """Per computed block, each neuron's scale d_v^-1/2 (docs/design.md, The model); output
+    neurons use d_v^-p with p the file's `output_scale` (1/2 unless it says otherwise)."""
+    powers = (ir.spec.output_scale if b.is_output else 0.5 for b in ir.blocks)
+    return tuple(_scale(b.in_degree.astype(np.float64), p)
+                 for b, p in zip(ir.blocks, powers, strict=True) if not b.is_input)
+
+
+def _scale(in_degree: np.ndarray, power: float) -> np.ndarray:
+    # 1/sqrt for p = 1/2: the exact expression every stored result was computed with
+    return 1.0 / np.sqrt(in_degree) if power == 0.5 else in_degree ** -power
 
 
 def _float_array(value, name: str, ndim: int) -> np.ndarray:

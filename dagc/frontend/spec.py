@@ -25,7 +25,8 @@ ACTIVATIONS = activations.names()  # the registry's (a tuple: a YAML value may b
 BUNDLED_DIR = Path(__file__).parent.parent / "architectures"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_NAME = 100  # characters: module and numba cache file names must stay below 255 bytes
-_TOP_KEYS = {"name", "width", "inputs", "blocks", "graph", "graph_seed", "act"}
+_TOP_KEYS = {"name", "width", "inputs", "blocks", "graph", "graph_seed", "act",
+             "output_scale"}
 _BLOCK_KEYS = {"size", "act", "from", "bias", "add"}
 _GENERATOR_KEYS = {"generator", "inputs", "layers", "size", "fan_in", "outputs", "act"}
 
@@ -73,6 +74,9 @@ class Spec:
     blocks: tuple[BlockSpec, ...]
     graph: Path | RandomDag | None
     hidden_act: str = "tanh"  # neuron graphs: activation of hidden neurons without an `act`
+    # p of the output neurons' scale d^-p: 1/2 is the paper's NTK scaling, 1 the mean-field
+    # (muP-style) output that docs/metrics.md uses as a negative control of lin_gap.
+    output_scale: float = 0.5
 
     @property
     def digest(self) -> str:
@@ -125,7 +129,9 @@ def parse(text: str, path: str = "<string>") -> Spec:
     if ("blocks" in doc) == ("graph" in doc):
         raise DagcError(f"{path}: give exactly one of `blocks` (block DAG) and `graph` "
                         "(neuron DAG)")
-    common = dict(name=name, path=path, text=text, width=width, graph_seed=graph_seed)
+    output_scale = _output_scale(doc.get("output_scale", 0.5), f"{path}: output_scale")
+    common = dict(name=name, path=path, text=text, width=width, graph_seed=graph_seed,
+                  output_scale=output_scale)
     if "graph" in doc:
         if "inputs" in doc:
             raise DagcError(f"{path}: `inputs` belongs to block DAGs; a neuron graph's inputs "
@@ -205,6 +211,16 @@ def _activation(value, where: str) -> str:
         raise DagcError(f"{where}: unknown activation {show(value)} "
                         f"(known: {', '.join(ACTIVATIONS)})")
     return value
+
+
+def _output_scale(value, where: str) -> float:
+    """The exponent p of the output scale d^-p: a number in [1/2, 1] (the NTK and the
+    mean-field ends; outside them the output blows up or vanishes with width)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0.5 <= value <= 1.0:
+        raise DagcError(f"{where}: expected a number p in [0.5, 1] (outputs scaled by d^-p), "
+                        f"got {show(value)}")
+    return float(value)
 
 
 def _optional_positive_int(value, where: str) -> int | None:
