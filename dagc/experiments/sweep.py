@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import itertools
 import json
 import sys
 import time
@@ -37,6 +38,7 @@ from ..backend import cache
 from ..errors import DagcError
 from ..frontend import spec
 from ..ir import graph
+from ..untrusted import printable
 from .store import Store, host_name
 
 # The metric registry (docs/metrics.md): names, the options each reads, labels, slopes.
@@ -46,6 +48,9 @@ QUICK_WIDTHS = (32, 64, 128, 256)
 QUICK_SEEDS = 2
 QUICK_METRICS = ("hessian", "gradient")
 QUICK_OPTIONS = dict(inputs=2)
+# Cells one sweep may plan: a million cells of a millisecond each are a quarter-hour's run,
+# and a grid beyond that is a typo (`--seeds 1000000000`) to refuse before memory runs out.
+MAX_CELLS = 1_000_000
 
 @dataclass(frozen=True)
 class Architecture:
@@ -162,9 +167,9 @@ def load_architectures(names: Sequence[str | Path], widths: Sequence[int],
     """
     archs: dict[str, Architecture] = {}
     for name in names:
-        parsed = spec.load(name)
+        parsed = spec.load(name)  # reads the graph file, if any, once: the digest covers it
         path = str(Path(parsed.path).resolve())
-        parsed = spec.parse(parsed.text, path)
+        parsed = dataclasses.replace(spec.parse(parsed.text, path), graph_data=parsed.graph_data)
         start = time.perf_counter()
         for i, width in enumerate(sorted(widths)):
             ir = graph.build(parsed, width)
@@ -172,11 +177,8 @@ def load_architectures(names: Sequence[str | Path], widths: Sequence[int],
                 cache.write_module(ir, cache.cache_dir())
             if time.perf_counter() - start > validate_seconds:
                 break
-        digest = parsed.digest
-        if isinstance(parsed.graph, Path):  # the neurons are in another file: hash it too
-            data = parsed.graph.read_bytes()
-            digest = hashlib.sha256(parsed.text.encode() + b"\0" + data).hexdigest()[:16]
-        archs.setdefault(digest, Architecture(parsed.name, digest, parsed.text, path))
+        archs.setdefault(parsed.digest,
+                         Architecture(parsed.name, parsed.digest, parsed.text, path))
     return list(archs.values())
 
 
@@ -184,18 +186,34 @@ def plan(archs: Sequence[Architecture], widths: Sequence[int], seeds: Iterable[i
          metrics: Sequence[str], options: dict) -> list[Cell]:
     """Every cell of the grid, grouped by (architecture, width): groups ordered by width,
     then architecture (so the first groups of a parallel sweep compile different
-    architectures); within a group, by seed then metric."""
+    architectures); within a group, by seed then metric. A grid of more than MAX_CELLS
+    cells is a `DagcError`, raised before any cell is made."""
     keys = {metric: options_key(metric, options) for metric in metrics}
-    seeds = list(seeds)
+    per_seed = len(widths) * len(archs) * len(metrics)
+    if not isinstance(seeds, Sequence):  # an iterator: take no more seeds than can fit
+        seeds = list(itertools.islice(seeds, MAX_CELLS // max(per_seed, 1) + 1))
+    if per_seed * len(seeds) > MAX_CELLS:
+        raise DagcError(f"{per_seed * len(seeds):,} cells ({len(seeds):,} seeds or more) are "
+                        f"too many for one sweep (at most {MAX_CELLS:,})")
     return [Cell(a.name, a.digest, a.text, a.path, width, seed, metric, *keys[metric])
             for width in widths for a in archs for seed in seeds for metric in metrics]
 
 
 # --- running one cell -----------------------------------------------------------------------
 
-def compile_net(text: str, path: str, width: int):
-    """The default way a cell gets its network: parse the carried text and compile it."""
-    return runtime.compile_spec(spec.parse(text, path), width)
+def compile_net(text: str, path: str, width: int, digest: str | None = None):
+    """The default way a cell gets its network: parse the carried text and compile it.
+
+    A neuron-level architecture's graph file is read here, once, and the network built from
+    those bytes; given the cell's `digest`, they must be the bytes the sweep was planned
+    with, so a graph file edited during a sweep fails its cells (docs/guarantees.md) instead
+    of storing another network's numbers under the planned digest.
+    """
+    parsed = spec.read_graph(spec.parse(text, path))
+    if digest is not None and parsed.digest != digest:
+        raise DagcError(f"{printable(parsed.graph)}: the graph file changed since the sweep "
+                        "was planned; run the sweep again to measure the new graph")
+    return runtime.compile_spec(parsed, width)
 
 
 _NETS: OrderedDict = OrderedDict()  # this process's recently used nets
@@ -207,7 +225,10 @@ def _net(cell: Cell, load_net: Callable):
     if key in _NETS:
         _NETS.move_to_end(key)
         return _NETS[key]
-    net = load_net(cell.text, cell.path, cell.width)
+    if load_net is compile_net:
+        net = compile_net(cell.text, cell.path, cell.width, cell.digest)
+    else:
+        net = load_net(cell.text, cell.path, cell.width)
     _NETS[key] = net
     while len(_NETS) > _NETS_KEPT:
         _NETS.popitem(last=False)
@@ -264,7 +285,11 @@ def _split(out) -> tuple[float, dict]:
     extras = {}
     for name, item in out.items():
         if name != "value":
-            extras[name] = item if isinstance(item, (str, bool)) or item is None else float(item)
+            if isinstance(item, list):  # e.g. a loss curve: JSON keeps it a list of floats
+                extras[name] = [float(x) for x in item]
+            else:
+                extras[name] = item if isinstance(item, (str, bool)) or item is None \
+                    else float(item)
     return float(out["value"]), extras
 
 

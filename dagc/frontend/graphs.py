@@ -8,6 +8,7 @@ layers) is the IR's business (`dagc.ir.neurons`).
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,26 +16,29 @@ from pathlib import Path
 import networkx as nx
 
 from ..errors import DagcError
+from ..untrusted import printable, read_regular
+
+MAX_BYTES = 1 << 30  # of a graph file: about 50 million edges in an edge list
 
 
-def _read_node_link(path: Path) -> nx.MultiDiGraph:
-    data = json.loads(path.read_text())
+def _read_node_link(source: io.BytesIO) -> nx.MultiDiGraph:
+    data = json.loads(source.read())
     if not isinstance(data, dict):
-        raise DagcError(f"{path}: expected a node-link JSON object, got {type(data).__name__}")
+        raise ValueError(f"expected a node-link JSON object, got {type(data).__name__}")
     edges = "links" if "links" in data else "edges"  # networkx >= 3.4 writes "edges"
     # Read as a multigraph so that a repeated edge is seen (and refused), not merged.
     return nx.node_link_graph({**data, "multigraph": True}, directed=True, edges=edges)
 
 
-def _read_graphml(path: Path) -> nx.Graph:
-    return nx.read_graphml(path)
+def _read_graphml(source: io.BytesIO) -> nx.Graph:
+    return nx.read_graphml(source)
 
 
-def _read_edge_list(path: Path) -> nx.MultiDiGraph:
-    return nx.read_edgelist(path, create_using=nx.MultiDiGraph, nodetype=str)
+def _read_edge_list(source: io.BytesIO) -> nx.MultiDiGraph:
+    return nx.read_edgelist(source, create_using=nx.MultiDiGraph, nodetype=str)
 
 
-READERS: dict[str, Callable[[Path], nx.Graph]] = {
+READERS: dict[str, Callable[[io.BytesIO], nx.Graph]] = {
     "node-link": _read_node_link,
     "graphml": _read_graphml,
     "edgelist": _read_edge_list,
@@ -48,25 +52,30 @@ def file_format(path: Path) -> str:
     return SUFFIXES.get(path.suffix.lower(), "edgelist")
 
 
-def read(path: Path, where: str) -> nx.DiGraph:
-    """The directed graph in `path`; `where` (the architecture file) names a missing file.
+def read_bytes(path: Path, where: str) -> bytes:
+    """The bytes of the graph file `path` (a regular file of at most MAX_BYTES); `where` (the
+    architecture file) names a missing one."""
+    try:
+        return read_regular(path, MAX_BYTES)
+    except FileNotFoundError:
+        raise DagcError(f"{where}: graph file {printable(path)} not found") from None
+
+
+def read(path: Path, where: str, data: bytes | None = None) -> nx.DiGraph:
+    """The directed graph in `path`, parsed from `data` when given (the bytes already read
+    by `read_bytes`); `where` (the architecture file) names a missing file.
 
     Raises a one-line DagcError for a missing or unreadable file, an undirected graph or an
-    edge listed twice.
+    edge listed twice; it quotes at most a short prefix of the parser's message.
     """
     path = Path(path)
+    data = read_bytes(path, where) if data is None else data
     try:
-        if path.exists() and not path.is_file():  # a directory, or a device that never ends
-            raise DagcError(f"{path}: cannot read graph: not a regular file")
-        graph = READERS[file_format(path)](path)
-    except FileNotFoundError:
-        raise DagcError(f"{where}: graph file {path} not found") from None
-    except DagcError:
-        raise
+        graph = READERS[file_format(path)](io.BytesIO(data))
     except Exception as err:  # networkx and its parsers raise many types for bad files
-        message = " ".join(f"{type(err).__name__}: {err}".split())
-        raise DagcError(f"{path}: cannot read graph: {message}") from None
-    return checked(graph, str(path))
+        message = printable(" ".join(f"{type(err).__name__}: {err}".split()), 200)
+        raise DagcError(f"{printable(path)}: cannot read graph: {message}") from None
+    return checked(graph, printable(path))
 
 
 def checked(graph: nx.Graph, what: str) -> nx.DiGraph:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import networkx as nx
@@ -18,13 +18,18 @@ import yaml
 
 from ..errors import DagcError
 from ..ops import activations
-from . import expr
+from ..untrusted import printable, read_regular
+from . import expr, graphs
 from .expr import show
 
 ACTIVATIONS = activations.names()  # the registry's (a tuple: a YAML value may be unhashable)
 BUNDLED_DIR = Path(__file__).parent.parent / "architectures"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_NAME = 100  # characters: module and numba cache file names must stay below 255 bytes
+MAX_FILE_BYTES = 1 << 20  # an architecture file: the largest bundled one is under 1 KiB
+MAX_BLOCKS = 10_000  # inputs and blocks of a file: each becomes code in the generated module
+MAX_LAYERS = 100_000  # of `random_dag`: each is a layer of neurons in the IR
+_SHOWN_KEYS = 10  # unknown keys named in an error before "and N more"
 _TOP_KEYS = {"name", "width", "inputs", "blocks", "graph", "graph_seed", "act",
              "output_scale"}
 _BLOCK_KEYS = {"size", "act", "from", "bias", "add"}
@@ -77,11 +82,17 @@ class Spec:
     # p of the output neurons' scale d^-p: 1/2 is the paper's NTK scaling, 1 the mean-field
     # (muP-style) output that docs/metrics.md uses as a negative control of lin_gap.
     output_scale: float = 0.5
+    # The graph file's bytes as read once (`read_graph`): what is hashed is what is compiled.
+    graph_data: bytes | None = field(default=None, repr=False)
 
     @property
     def digest(self) -> str:
-        """Hash of the file text: identifies exactly what was compiled."""
-        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+        """Hash of the file text, and of the graph file's bytes once read (`read_graph`):
+        identifies exactly what was compiled."""
+        text = self.text.encode()
+        if self.graph_data is not None:
+            text += b"\0" + self.graph_data
+        return hashlib.sha256(text).hexdigest()[:16]
 
 
 def bundled_names() -> list[str]:
@@ -101,19 +112,28 @@ def resolve(arch: str | Path) -> Path:
         pass
     if isinstance(arch, str) and arch in bundled_names():
         return BUNDLED_DIR / f"{arch}.yaml"
-    shown = str(arch) if str(arch).isprintable() and str(arch) else repr(str(arch))
-    raise DagcError(f"{shown[:200]}: no such architecture file or bundled architecture "
+    raise DagcError(f"{printable(arch, 200) or repr('')}: no such architecture file or "
+                    "bundled architecture "
                     f"(bundled: {', '.join(bundled_names())})")
 
 
 def load(arch: str | Path) -> Spec:
-    """Read and validate an architecture file (path or bundled name)."""
+    """Read and validate an architecture file (path or bundled name), and read the graph
+    file it names, if any (`read_graph`)."""
     path = resolve(arch)
     try:
-        text = path.read_text()
+        text = read_regular(path, MAX_FILE_BYTES).decode()
     except (OSError, UnicodeDecodeError) as err:
-        raise DagcError(f"{path}: cannot read: {err}") from None
-    return parse(text, str(path))
+        raise DagcError(f"{printable(path)}: cannot read: {printable(err, 200)}") from None
+    return read_graph(parse(text, str(path)))
+
+
+def read_graph(parsed: Spec) -> Spec:
+    """`parsed` holding its graph file's bytes, read once: the network is built from these
+    bytes and `digest` covers them, so a file changed later can never be mixed in."""
+    if not isinstance(parsed.graph, Path):
+        return parsed
+    return replace(parsed, graph_data=graphs.read_bytes(parsed.graph, parsed.path))
 
 
 def parse(text: str, path: str = "<string>") -> Spec:
@@ -188,9 +208,12 @@ def _load_yaml(text: str, path: str) -> dict:
 
 
 def _check_keys(mapping: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(str(k) for k in mapping if k not in allowed)
+    unknown = sorted(k if isinstance(k, str) else show(k) for k in mapping if k not in allowed)
     if unknown:
-        raise DagcError(f"{where}: unknown key(s) {', '.join(unknown)} "
+        named = ", ".join(printable(k, 60) for k in unknown[:_SHOWN_KEYS])
+        if len(unknown) > _SHOWN_KEYS:
+            named += f" and {len(unknown) - _SHOWN_KEYS:,} more"
+        raise DagcError(f"{where}: unknown key(s) {named} "
                         f"(allowed: {', '.join(sorted(allowed))})")
 
 
@@ -236,6 +259,7 @@ def _optional_positive_int(value, where: str) -> int | None:
 def _inputs(raw, path: str) -> tuple[tuple[str, expr.Expr], ...]:
     if not isinstance(raw, dict) or not raw:
         raise DagcError(f"{path}: `inputs` must be a non-empty mapping of input names to sizes")
+    _check_count(raw, "inputs", path)
     return tuple((_identifier(name, f"{path}: input"), expr.parse(size, f"{path}: input {name}"))
                  for name, size in raw.items())
 
@@ -243,8 +267,15 @@ def _inputs(raw, path: str) -> tuple[tuple[str, expr.Expr], ...]:
 def _blocks(raw, path: str) -> tuple[BlockSpec, ...]:
     if not isinstance(raw, dict) or not raw:
         raise DagcError(f"{path}: `blocks` must be a non-empty mapping of block names to blocks")
+    _check_count(raw, "blocks", path)
     return tuple(_block(_identifier(name, f"{path}: block"), body, f"{path}: block {name}")
                  for name, body in raw.items())
+
+
+def _check_count(mapping: dict, key: str, path: str) -> None:
+    if len(mapping) > MAX_BLOCKS:
+        raise DagcError(f"{path}: {len(mapping):,} {key}, more than the {MAX_BLOCKS:,} dagc "
+                        "compiles (a neuron-level graph belongs in a `graph:` file)")
 
 
 def _block(name: str, body, where: str) -> BlockSpec:
@@ -336,9 +367,11 @@ def _graph_source(raw, path: str) -> Path | RandomDag:
     _check_keys(raw, _GENERATOR_KEYS, where)
     layers = raw.get("layers", 3)
     outputs = raw.get("outputs", 1)
-    for key, value in (("layers", layers), ("outputs", outputs)):
+    for key, value, most in (("layers", layers, MAX_LAYERS), ("outputs", outputs, expr.MAX_SIZE)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DagcError(f"{where}: {key} must be a positive integer, got {show(value)}")
+        if value > most:
+            raise DagcError(f"{where}: {key} {show(value)} is too many (at most {most:,})")
     return RandomDag(
         inputs=expr.parse(raw.get("inputs", 16), f"{where}: inputs"),
         layers=layers,

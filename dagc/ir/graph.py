@@ -250,7 +250,7 @@ def build_neurons(spec: Spec, width: int | None = None,
 def _neuron_graph(spec: Spec, width, seed: int) -> neurons.NeuronGraph:
     if isinstance(spec.graph, RandomDag):
         return _random_dag(spec.graph, width, seed, spec.path)
-    graph = graphs.read(spec.graph, spec.path)
+    graph = graphs.read(spec.graph, spec.path, spec.graph_data)
     return neurons.from_networkx(graph, spec.hidden_act, str(spec.graph))
 
 
