@@ -153,7 +153,32 @@ class CompiledNet:
             raise DagcError(f"outputs: expected an integer array of shape ({len(X)},) with "
                             f"values in [0, {self.n_out})")
         w = self._w(w)
-        state = self.module.hessian_state(w, X, outputs.astype(np.int64), *self._args)
+        no_preactivation = np.full(len(X), -1, np.int64)
+        state = self.module.hessian_state(w, X, outputs.astype(np.int64), no_preactivation,
+                                          *self._args)
+        return FactoredHessian(self, w, state)
+
+    def preactivation_hessian(self, w: np.ndarray, X: np.ndarray, blocks: list[str],
+                              neurons: np.ndarray) -> FactoredHessian:
+        """As `factored_hessian`, for the pre-activation z (before the activation) of neuron
+        ``neurons[i]`` of block ``blocks[i]`` at ``X[i]`` instead of an output: the Hessians
+        of Theorem 3.8 (docs/design.md)."""
+        X = self._batch(X, "X")
+        computed = [b for b in self.ir.blocks if not b.is_input]
+        index = {b.name: k for k, b in enumerate(computed)}
+        if len(blocks) != len(X) or any(name not in index for name in blocks):
+            raise DagcError(f"blocks: expected {len(X)} names of computed blocks, one of "
+                            f"{', '.join(index)}")
+        sizes = np.array([computed[index[name]].size for name in blocks])
+        if not (isinstance(neurons, np.ndarray) and neurons.shape == (len(X),)
+                and np.issubdtype(neurons.dtype, np.integer)) \
+                or np.any(neurons < 0) or np.any(neurons >= sizes):
+            raise DagcError(f"neurons: expected an integer array of shape ({len(X)},), each "
+                            "in [0, size of its block)")
+        w = self._w(w)
+        block_index = np.array([index[name] for name in blocks], np.int64)
+        state = self.module.hessian_state(w, X, neurons.astype(np.int64), block_index,
+                                          *self._args)
         return FactoredHessian(self, w, state)
 
     def ntk(self, w: np.ndarray, X1: np.ndarray, X2: np.ndarray | None = None) -> np.ndarray:

@@ -466,9 +466,11 @@ def hvp(w, x, v, output, out, sizes, scales, indptrs, indices):
 
 
 @jit
-def hessian_state(w, X, outputs, sizes, scales, indptrs, indices):
+def hessian_state(w, X, outputs, preact_blocks, sizes, scales, indptrs, indices):
     """The point the factored HVP works at, one row per Hessian: row i is the network at
-    X[i], differentiated for output outputs[i] (a forward and a backward sweep)."""
+    X[i], differentiated for output outputs[i] (a forward and a backward sweep), or, where
+    preact_blocks[i] = k >= 0, for the pre-activation of neuron outputs[i] of the k-th
+    computed block."""
     # block sizes
     n_x = sizes[0]
     n_h1 = sizes[1]
@@ -556,23 +558,37 @@ def hessian_state(w, X, outputs, sizes, scales, indptrs, indices):
     da_h3 = np.zeros((n, n_h3))
     da_out = np.zeros((n, n_out))
     for i in range(n):
+        if preact_blocks[i] >= 0:
+            continue
         if outputs[i] < n_out:
             da_out[i, outputs[i]] = 1.0
     # out
     g_out = da_out.copy()
     scale_rows(g_out, s_out)
+    for i in range(n):
+        if preact_blocks[i] == 3:
+            g_out[i, outputs[i]] += s_out[outputs[i]]
     csr_backprop(da_h1, g_out, W7_h1_out, ptr7_h1_out, idx7_h1_out)
     csr_backprop(da_h2, g_out, W8_h2_out, ptr8_h2_out, idx8_h2_out)
     csr_backprop(da_h3, g_out, W9_h3_out, ptr9_h3_out, idx9_h3_out)
     # h3
     g_h3 = adjoint(da_h3, d1_h3, s_h3)
+    for i in range(n):
+        if preact_blocks[i] == 2:
+            g_h3[i, outputs[i]] += s_h3[outputs[i]]
     csr_backprop(da_h1, g_h3, W4_h1_h3, ptr4_h1_h3, idx4_h1_h3)
     csr_backprop(da_h2, g_h3, W5_h2_h3, ptr5_h2_h3, idx5_h2_h3)
     # h2
     g_h2 = adjoint(da_h2, d1_h2, s_h2)
+    for i in range(n):
+        if preact_blocks[i] == 1:
+            g_h2[i, outputs[i]] += s_h2[outputs[i]]
     csr_backprop(da_h1, g_h2, W2_h1_h2, ptr2_h1_h2, idx2_h1_h2)
     # h1
     g_h1 = adjoint(da_h1, d1_h1, s_h1)
+    for i in range(n):
+        if preact_blocks[i] == 0:
+            g_h1[i, outputs[i]] += s_h1[outputs[i]]
     return (a_x, a_h1, a_h2, a_h3, a_out, d1_h1, d2_h1, da_h1, g_h1, d1_h2, d2_h2, da_h2, g_h2, d1_h3, d2_h3, da_h3, g_h3, da_out, g_out)
 
 
