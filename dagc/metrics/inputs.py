@@ -1,7 +1,8 @@
 """The random draws of the metrics: one numpy Generator per (seed, purpose).
 
 Every draw comes from ``np.random.default_rng([seed, purpose])`` where ``purpose`` is a fixed
-constant per use (inputs, Lanczos start, ball points, directions, training set, teacher).
+constant per use (inputs, Lanczos start, ball points, directions, training set, teacher,
+held-out points, SGD batches, random-sign targets).
 Draws for different purposes are therefore independent streams: changing how many points one
 metric draws never shifts another metric's draws, and the same cell gives bit-identical
 numbers in any process.
@@ -18,7 +19,7 @@ from ..runtime import CompiledNet
 from .options import check_seed
 
 __all__ = ["PURPOSES", "generator", "sphere_points", "unit_vector", "sweep_inputs",
-           "regression_set"]
+           "regression_set", "heldout_inputs"]
 
 # Never renumber these: stored results depend on them.
 PURPOSES = {
@@ -28,6 +29,10 @@ PURPOSES = {
     "directions": 4,
     "train_inputs": 5,
     "teacher": 6,
+    # issue 25's training draws
+    "heldout_inputs": 7,
+    "sgd_batches": 8,
+    "sign_targets": 9,
 }
 
 # The teacher of ntk_change: a random one-hidden-layer tanh network with this many features.
@@ -65,20 +70,34 @@ def sweep_inputs(net: CompiledNet, seed: int, count: int) -> np.ndarray:
     return sphere_points(generator(seed, "inputs"), count, net.n_in, math.sqrt(net.n_in))
 
 
-def regression_set(net: CompiledNet, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The synthetic regression set of ``ntk_change``: X (size, n_in) uniform on the sphere of
-    radius sqrt(n_in), and targets Y (size, n_out) from a fixed random teacher.
+def regression_set(net: CompiledNet, seed: int, size: int,
+                   targets: str = "teacher") -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic regression set of the training metrics: X (size, n_in) uniform on the
+    sphere of radius sqrt(n_in), and targets Y (size, n_out) from a fixed random teacher
+    (``targets="teacher"``) or random signs +-1 (``"signs"``).
 
     The teacher is a one-hidden-layer tanh network independent of ``net``: y = tanh(X A^T /
     sqrt(n_in)) B / sqrt(h) with A (h, n_in), B (h, n_out) i.i.d. N(0, 1), h = 32, then scaled
     so that the targets have unit root mean square over the set. Non-linear, so the data is
     not fitted by a linear model in x, and of order one like the network's outputs at init,
-    so the initial loss is O(1) at every width.
+    so the initial loss is O(1) at every width. Random signs have no structure at all: the
+    network must fit every NTK eigendirection, the hardest case for the PL* argument.
     """
     X = sphere_points(generator(seed, "train_inputs"), size, net.n_in, math.sqrt(net.n_in))
+    if targets == "signs":
+        signs = generator(seed, "sign_targets").integers(0, 2, (size, net.n_out))
+        return X, 2.0 * signs - 1.0
+    if targets != "teacher":
+        raise DagcError(f"targets: unknown {targets!r}; known: teacher, signs")
     rng = generator(seed, "teacher")
     A = rng.standard_normal((_TEACHER_FEATURES, net.n_in))
     B = rng.standard_normal((_TEACHER_FEATURES, net.n_out))
     Y = np.tanh(X @ A.T / math.sqrt(net.n_in)) @ B / math.sqrt(_TEACHER_FEATURES)
     rms = math.sqrt(float(np.mean(Y**2)))
     return X, (Y / rms if rms > 0.0 else Y)
+
+
+def heldout_inputs(net: CompiledNet, seed: int, size: int) -> np.ndarray:
+    """Points of lin_gap that training never sees: (size, n_in), drawn like the training
+    set's inputs from their own stream."""
+    return sphere_points(generator(seed, "heldout_inputs"), size, net.n_in, math.sqrt(net.n_in))
