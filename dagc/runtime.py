@@ -6,25 +6,29 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+import networkx as nx
 import numpy as np
 
 from .backend import cache
 from .backend.cache import cache_dir, load_module  # noqa: F401 - public API, re-exported
 from .errors import DagcError
-from .frontend import spec
+from .frontend import sources, spec
 from .ir import graph
 
 
-def compile(arch: str | Path, width: int | None = None, graph_seed: int | None = None,
-            directory: str | Path | None = None, jit: bool = True) -> CompiledNet:
-    """Compile an architecture (bundled name or path) at `width` into a `CompiledNet`.
+def compile(arch: str | Path | dict | nx.DiGraph, width: int | None = None,
+            graph_seed: int | None = None, directory: str | Path | None = None,
+            jit: bool = True) -> CompiledNet:
+    """Compile an architecture at `width` into a `CompiledNet`: a bundled name, a file path,
+    YAML text, a dict in the file's schema, or a networkx DiGraph whose nodes may carry an
+    `act` attribute (hidden neurons default to tanh, outputs to identity).
 
     The generated module is shared by every width with the same structure, and numba's
     on-disk cache makes a second process load it instead of compiling again. With
     `jit=False` the generated functions run as plain Python (no compile; for tests and
     stepping through in a debugger).
     """
-    return compile_spec(spec.load(arch), width, graph_seed, directory, jit)
+    return compile_spec(sources.to_spec(arch), width, graph_seed, directory, jit)
 
 
 def compile_spec(architecture: spec.Spec, width: int | None = None,
@@ -40,7 +44,8 @@ class CompiledNet:
     """A compiled architecture at one width: exact forward pass and derivatives in float64.
 
     Attributes: `width` (the file's width parameter), `width_m` (the paper's width: minimum
-    in-degree outside layers 0 and 1), `depth`, `n_params`, `n_in`, `n_out`, `layers`
+    in-degree outside layers 0 and 1), `depth`, `n_params`, `n_in`, `n_out`, `input_names`
+    and `output_names` (one per column of X and of the outputs: `head[1]`), `layers`
     (block name -> layer), `layout` (docs/design.md, parameter layout), `sources` (sparse
     index arrays), `module` (the generated module) and `ir`.
     """
@@ -55,6 +60,8 @@ class CompiledNet:
         self.n_params = ir.n_params
         self.n_in = ir.n_in
         self.n_out = ir.n_out
+        self.input_names = ir.input_names
+        self.output_names = ir.output_names
         self.layers = {b.name: b.layer for b in ir.blocks}
         self.layout = tuple((p.src, p.dst, p.kind, p.offset, p.shape) for p in ir.layout)
         self.sources = {(c.src, c.dst): _sources(c) for c in ir.connections if c.kind != "dense"}
@@ -191,6 +198,18 @@ class CompiledNet:
             return K[0, 0]
         return np.ascontiguousarray(K.transpose(2, 3, 0, 1))
 
+    def to_torch(self, w: np.ndarray):
+        """A `torch.nn.Module` computing `forward(w, X)` (see `dagc.export.to_torch`)."""
+        from . import export
+
+        return export.to_torch(self, self._w(w))
+
+    def to_jax(self, w: np.ndarray):
+        """`(f, params)` with `f(params, X)` = `forward(w, X)` (see `dagc.export.to_jax`)."""
+        from . import export
+
+        return export.to_jax(self, self._w(w))
+
     def unflatten(self, w: np.ndarray) -> dict:
         """The parameter pieces as views: {(src, dst): array}, with (None, dst) for biases."""
         w = self._w(w)
@@ -269,13 +288,18 @@ def _scale(in_degree: np.ndarray, power: float) -> np.ndarray:
 
 
 def _float_array(value, name: str, ndim: int) -> np.ndarray:
+    """`value` as a C-contiguous float64 array: itself if it is one, else one copy (an array
+    of any integer or real dtype, or nested lists read into an array first)."""
     if not isinstance(value, np.ndarray):
-        raise DagcError(f"{name}: expected a numpy array, got {type(value).__name__}")
-    if value.dtype != np.float64:
-        raise DagcError(f"{name}: expected dtype float64, got {value.dtype}")
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as err:  # ragged lists
+            raise DagcError(f"{name}: expected an array of numbers: {err}") from None
+    if value.dtype.kind not in "iuf":
+        raise DagcError(f"{name}: expected real numbers, got dtype {value.dtype}")
     if value.ndim != ndim:
         raise DagcError(f"{name}: expected {ndim} dimension(s), got shape {value.shape}")
-    return np.ascontiguousarray(value)
+    return np.asarray(value, dtype=np.float64, order="C")
 
 
 def _sources(conn: graph.Connection):

@@ -55,7 +55,7 @@ _ENV.globals["kernel_imports"] = kernel_imports
 
 def _context(ir: IR) -> dict:
     inputs = _with_starts([b for b in ir.blocks if b.is_input])
-    outputs = _with_starts([b for b in ir.blocks if b.is_output])
+    outputs = _with_starts(list(ir.outputs))  # column order
     conn_vars = {}
     for k, c in enumerate(ir.connections):
         conn_vars[(c.src, c.dst)] = f"{k}_{c.src}_{c.dst}"

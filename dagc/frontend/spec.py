@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ MAX_FILE_BYTES = 1 << 20  # an architecture file: the largest bundled one is und
 MAX_BLOCKS = 10_000  # inputs and blocks of a file: each becomes code in the generated module
 MAX_LAYERS = 100_000  # of `random_dag`: each is a layer of neurons in the IR
 _SHOWN_KEYS = 10  # unknown keys named in an error before "and N more"
-_TOP_KEYS = {"name", "width", "inputs", "blocks", "graph", "graph_seed", "act",
+_TOP_KEYS = {"name", "width", "inputs", "blocks", "graph", "graph_seed", "act", "outputs",
              "output_scale"}
 _BLOCK_KEYS = {"size", "act", "from", "bias", "add"}
 _GENERATOR_KEYS = {"generator", "inputs", "layers", "size", "fan_in", "outputs", "act"}
@@ -79,6 +80,7 @@ class Spec:
     blocks: tuple[BlockSpec, ...]
     graph: Path | RandomDag | None
     hidden_act: str = "tanh"  # neuron graphs: activation of hidden neurons without an `act`
+    outputs: tuple[str, ...] | None = None  # block DAGs: the `outputs` key, in its order
     # p of the output neurons' scale d^-p: 1/2 is the paper's NTK scaling, 1 the mean-field
     # (muP-style) output that docs/metrics.md uses as a negative control of lin_gap.
     output_scale: float = 0.5
@@ -153,9 +155,11 @@ def parse(text: str, path: str = "<string>") -> Spec:
     common = dict(name=name, path=path, text=text, width=width, graph_seed=graph_seed,
                   output_scale=output_scale)
     if "graph" in doc:
-        if "inputs" in doc:
-            raise DagcError(f"{path}: `inputs` belongs to block DAGs; a neuron graph's inputs "
-                            "are its neurons of in-degree 0")
+        for key, what in (("inputs", "inputs are its neurons of in-degree 0"),
+                          ("outputs", "outputs are its neurons of out-degree 0")):
+            if key in doc:
+                raise DagcError(f"{path}: `{key}` belongs to block DAGs; a neuron graph's "
+                                f"{what}")
         hidden_act = _activation(doc.get("act", "tanh"), f"{path}: act")
         return Spec(inputs=(), blocks=(), graph=_graph_source(doc["graph"], path),
                     hidden_act=hidden_act, **common)
@@ -163,10 +167,12 @@ def parse(text: str, path: str = "<string>") -> Spec:
         raise DagcError(f"{path}: a top-level `act` is for neuron graphs; blocks set their own")
     inputs = _inputs(doc.get("inputs"), path)
     blocks = _blocks(doc["blocks"], path)
+    outputs = _outputs(doc["outputs"], path) if "outputs" in doc else None
     _check_graph(inputs, blocks, path)
+    _check_outputs(blocks, outputs, path)
     # _check_graph made sure that only output blocks may omit `act`: they default to identity.
     blocks = tuple(b if b.act else replace(b, act="identity") for b in blocks)
-    return Spec(inputs=inputs, blocks=blocks, graph=None, **common)
+    return Spec(inputs=inputs, blocks=blocks, graph=None, outputs=outputs, **common)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -314,6 +320,44 @@ def _source(entry, where: str) -> Source:
         return Source(block, expr.parse(entry["fan_in"], f"{where}: fan_in from {block}"))
     raise DagcError(f"{where}: each `from` entry is a block name or {{block: NAME, fan_in: K}}, "
                     f"got {show(entry)}")
+
+
+def _outputs(raw, path: str) -> tuple[str, ...]:
+    where = f"{path}: outputs"
+    if not isinstance(raw, list) or not raw:
+        raise DagcError(f"{where}: expected a non-empty list of block names")
+    names = tuple(_identifier(name, where) for name in raw)
+    for name in names:
+        if names.count(name) > 1:
+            raise DagcError(f"{where}: {name} is listed twice")
+    return names
+
+
+def _check_outputs(blocks: tuple[BlockSpec, ...], outputs: tuple[str, ...] | None,
+                   path: str) -> None:
+    """The outputs are the blocks that feed nothing (docs/design.md, Architecture files).
+    With an `outputs` key they must be exactly the listed blocks, so a forgotten edge is an
+    error naming the block it cut off; without one, several such blocks are a warning, since
+    each silently becomes another output column."""
+    fed = {s.block for b in blocks for s in b.sources} | {a for b in blocks for a in b.add}
+    sinks = [b.name for b in blocks if b.name not in fed]
+    if outputs is None:
+        if len(sinks) > 1:
+            warnings.warn(f"{path}: blocks {', '.join(sinks)} feed nothing, so all are outputs; "
+                          f"say so with `outputs: [{', '.join(sinks)}]`", UserWarning,
+                          stacklevel=4)
+        return
+    names = {b.name for b in blocks}
+    for name in outputs:
+        if name not in names:
+            raise DagcError(f"{path}: outputs: unknown block {name!r}")
+        if name in fed:
+            raise DagcError(f"{path}: outputs: block {name} feeds another block; an output "
+                            "must feed nothing")
+    for name in sinks:
+        if name not in outputs:
+            raise DagcError(f"{path}: block {name} feeds nothing and is not in `outputs` "
+                            "(a missing edge, or add it to `outputs`)")
 
 
 def _check_graph(inputs, blocks: tuple[BlockSpec, ...], path: str) -> None:

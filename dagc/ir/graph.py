@@ -92,7 +92,22 @@ class IR:
 
     @property
     def outputs(self) -> tuple[Block, ...]:
-        return tuple(b for b in self.blocks if b.is_output)
+        """The output blocks in column order: the file's `outputs` list, else block order."""
+        found = [b for b in self.blocks if b.is_output]
+        if self.spec.outputs:
+            found.sort(key=lambda b: self.spec.outputs.index(b.name))
+        return tuple(found)
+
+    @property
+    def input_names(self) -> list[str]:
+        """One name per column of X: `x[3]` is column 3 of input block x; a neuron graph's
+        columns are named by their node ids."""
+        return [name for b in self.inputs for name in _column_names(b)]
+
+    @property
+    def output_names(self) -> list[str]:
+        """One name per output column, as `input_names`: `head[1]` is column 1 of head."""
+        return [name for b in self.outputs for name in _column_names(b)]
 
     @property
     def n_in(self) -> int:
@@ -114,6 +129,12 @@ class IR:
         computed = [b for b in self.blocks if not b.is_input]
         return tuple([("p", b) for b in computed]
                      + [("q", b) for b in computed if b.name in sources])
+
+
+def _column_names(block: Block) -> list[str]:
+    if block.neurons is not None:
+        return [str(n) for n in block.neurons]
+    return [f"{block.name}[{i}]" for i in range(block.size)]
 
 
 def build(spec: Spec, width: int | None = None, graph_seed: int | None = None) -> IR:

@@ -1,0 +1,199 @@
+"""A compiled network in PyTorch or JAX: the same function of the same weights, for training
+loops, autodiff checks and interop (docs/design.md, Python API).
+
+One plan, read off the IR, says what every block computes; one evaluator runs it with a
+framework's primitives (`_Ops`), so the PyTorch and JAX versions cannot drift apart. Each
+block computes z = scale * (sum over its connections of W a_src + bias), then
+a = act(z) + the blocks it adds; activations come from the registry's array forms
+(`Activation.array(z, xp)`). Parameters are keyed "SRC->DST" and "bias->DST" and listed in
+the flat vector's layout order (`CompiledNet.layout`), so flattening them in order gives
+`w` and their gradients give `net.vjp`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import DagcError
+from .ops.activations import ACTIVATIONS
+
+if TYPE_CHECKING:
+    from .runtime import CompiledNet
+
+
+@dataclass(frozen=True)
+class _Term:
+    """One connection into a block: its parameter key, source and sparsity pattern."""
+
+    key: str
+    src: str
+    kind: str  # "dense" | "sparse" (index (n_dst, k)) | "ragged" (rows and cols per edge)
+    index: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one computed block does, in topological order."""
+
+    name: str
+    act: str
+    scale: np.ndarray  # (size,): d^-1/2 (d^-p for outputs: the file's output_scale)
+    size: int
+    terms: tuple[_Term, ...]
+    bias: str | None  # parameter key of the bias
+    add: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    inputs: tuple[tuple[str, int], ...]  # (block, size) in the column order of X
+    steps: tuple[_Step, ...]
+    outputs: tuple[str, ...]  # in column order
+
+
+def parameter_key(src: str | None, dst: str) -> str:
+    """The name of a layout piece: "SRC->DST", or "bias->DST" for a bias."""
+    return f"{'bias' if src is None else src}->{dst}"
+
+
+def _plan(net: CompiledNet) -> _Plan:
+    ir = net.ir
+    if not hasattr(ir, "blocks"):
+        raise DagcError(f"{net.name}: exporting a network compiled on the neuron path is not "
+                        "supported; its grouped form (a random_dag of few layers) is")
+    from .runtime import _neuron_scales  # the scales the compiled kernels take: one home
+
+    steps = []
+    computed = [b for b in ir.blocks if not b.is_input]
+    for block, scale in zip(computed, _neuron_scales(ir), strict=True):
+        terms = tuple(_term(c) for c in ir.incoming(block.name))
+        steps.append(_Step(block.name, block.act, scale, block.size, terms,
+                           parameter_key(None, block.name) if block.bias else None, block.add))
+    return _Plan(tuple((b.name, b.size) for b in ir.inputs), tuple(steps),
+                 tuple(b.name for b in ir.outputs))
+
+
+def _term(conn) -> _Term:
+    key = parameter_key(conn.src, conn.dst)
+    indices = None if conn.indices is None else conn.indices.astype(np.int64)
+    if conn.kind == "dense":
+        return _Term(key, conn.src, "dense", ())
+    if conn.kind == "sparse":
+        return _Term(key, conn.src, "sparse", (indices.reshape(conn.shape),))
+    rows = np.repeat(np.arange(len(conn.indptr) - 1), np.diff(conn.indptr))
+    return _Term(key, conn.src, "ragged", (rows, indices))
+
+
+def _pieces(net: CompiledNet, w) -> dict[str, np.ndarray]:
+    """The weights `w` as {key: array of the piece's shape}, in layout order (copies)."""
+    return {parameter_key(src, dst): np.array(piece)
+            for (src, dst), piece in net.unflatten(w).items()}
+
+
+def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict):
+    """The network's outputs at the rows of X, in any framework `ops` implements; `index`
+    holds the sparsity patterns converted to that framework's integer arrays."""
+    values, column = {}, 0
+    for name, size in plan.inputs:
+        values[name] = X[:, column:column + size]
+        column += size
+    for step in plan.steps:
+        z = None
+        for term in step.terms:
+            a, W = values[term.src], params[term.key]
+            if term.kind == "dense":
+                part = a @ W.T
+            elif term.kind == "sparse":
+                part = (a[:, index[term.key][0]] * W).sum(-1)
+            else:
+                rows, cols = index[term.key]
+                part = ops.segment_sum(a[:, cols] * W, rows, step.size)
+            z = part if z is None else z + part
+        if step.bias is not None:
+            z = z + params[step.bias]
+        a = ACTIVATIONS[step.act].array(z * index[step.name], ops)
+        for src in step.add:
+            a = a + values[src]
+        values[step.name] = a
+    return ops.concatenate([values[name] for name in plan.outputs])
+
+
+class _Ops(SimpleNamespace):
+    """A framework's primitives: the activations' (tanh, sigmoid, softplus, erf, sin,
+    maximum), `segment_sum(values (n, E), rows (E,), size)` summing columns into rows, and
+    `concatenate(list of (n, k))` along columns."""
+
+
+def _index(plan: _Plan, convert) -> dict:
+    """Sparsity patterns per parameter key and scales per block, as framework arrays."""
+    index = {t.key: tuple(convert(i) for i in t.index) for s in plan.steps for t in s.terms}
+    index.update({s.name: convert(s.scale) for s in plan.steps})
+    return index
+
+
+def to_torch(net: CompiledNet, w) -> Any:
+    """A `torch.nn.Module` (float64) computing `net.forward(w, X)` as `module(X)`.
+
+    Its parameters are the pieces of `w` in layout order (named "SRC->DST", "bias->DST"), so
+    `torch.cat([p.grad.ravel() for p in module.parameters()])` after a backward pass of
+    `(C * module(X)).sum()` equals `net.vjp(w, X, C)`. Needs PyTorch (`dagc[torch]`).
+    """
+    torch = _import("torch", "torch")
+    plan = _plan(net)
+    ops = _Ops(tanh=torch.tanh, sigmoid=torch.sigmoid,
+               softplus=torch.nn.functional.softplus, erf=torch.erf, sin=torch.sin,
+               maximum=lambda z, floor: torch.clamp(z, min=floor),
+               segment_sum=lambda v, rows, size: v.new_zeros((v.shape[0], size))
+               .index_add(1, rows, v),
+               concatenate=lambda parts: torch.cat(parts, dim=1))
+    index = _index(plan, torch.from_numpy)
+
+    class DagcModule(torch.nn.Module):
+        """The network `net.name` with trainable float64 weights."""
+
+        def __init__(self):
+            super().__init__()
+            # pairs, not a dict: ParameterDict sorts a dict's keys, losing the layout order
+            self.weights = torch.nn.ParameterDict(
+                [(key, torch.nn.Parameter(torch.from_numpy(piece)))
+                 for key, piece in _pieces(net, w).items()])
+
+        def forward(self, X):
+            return _evaluate(plan, self.weights, X, ops, index)
+
+    module = DagcModule()
+    module.input_names, module.output_names = net.input_names, net.output_names
+    return module
+
+
+def to_jax(net: CompiledNet, w) -> tuple[Any, dict]:
+    """`(f, params)` with `f(params, X)` equal to `net.forward(w, X)`; `params` maps
+    "SRC->DST" and "bias->DST" to the pieces of `w` (JAX arrays, float64: x64 is enabled).
+    Needs JAX (`dagc[jax]`)."""
+    jax = _import("jax", "jax")
+    jax.config.update("jax_enable_x64", True)  # float64, as the compiled network
+    jnp, special = _import("jax.numpy", "jax"), _import("jax.scipy.special", "jax")
+    plan = _plan(net)
+    ops = _Ops(tanh=jnp.tanh, sigmoid=jax.nn.sigmoid, softplus=jax.nn.softplus,
+               erf=special.erf, sin=jnp.sin, maximum=jnp.maximum,
+               segment_sum=lambda v, rows, size: jnp.zeros((v.shape[0], size), v.dtype)
+               .at[:, rows].add(v),
+               concatenate=lambda parts: jnp.concatenate(parts, axis=1))
+    index = _index(plan, jnp.asarray)
+
+    def f(params: dict, X):
+        return _evaluate(plan, params, jnp.asarray(X), ops, index)
+
+    return f, {key: jnp.asarray(piece) for key, piece in _pieces(net, w).items()}
+
+
+def _import(module: str, extra: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DagcError(f"{module} is not installed (pip install 'dagc[{extra}]')") from None

@@ -1,0 +1,71 @@
+"""`net.to_torch(w)` and `net.to_jax(w)`: the same network as `net.forward`, to 1e-12, with
+gradients equal to `net.vjp` (dagc.export)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close, compiled
+
+import dagc
+
+torch = pytest.importorskip("torch")
+
+# Every connection kind and feature: kitchen_sink (two inputs, sparse from an input, biases,
+# add-skips, every activation, three outputs), randdag (ragged connections of a neuron DAG).
+EXPORTED = ("kitchen_sink", "randdag", "resnet3")
+
+
+def _point(net, rows: int = 3, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return (net.init(seed), rng.standard_normal((rows, net.n_in)),
+            rng.standard_normal((rows, net.n_out)))
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_torch_module_equals_forward_and_vjp(name):
+    net = compiled(name, 8, jit=False)
+    w, X, C = _point(net)
+    module = net.to_torch(w)
+    F = module(torch.from_numpy(X))
+    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
+    (torch.from_numpy(C) * F).sum().backward()
+    grad = torch.cat([p.grad.ravel() for p in module.parameters()]).numpy()
+    assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
+    assert module.output_names == net.output_names
+
+
+def test_torch_parameters_follow_the_layout():
+    net = compiled("kitchen_sink", 8, jit=False)
+    w = net.init(0)
+    module = net.to_torch(w)
+    flat = torch.cat([p.detach().ravel() for p in module.parameters()]).numpy()
+    assert np.array_equal(flat, w)
+    assert list(module.weights)[:2] == ["x->h1", "u->h1"] and "bias->h1" in module.weights
+    w[0] += 1.0  # the module holds copies: changing w afterwards changes nothing
+    assert module.weights["x->h1"].detach().numpy().ravel()[0] == flat[0]
+
+
+def test_jax_function_equals_forward_and_vjp():
+    jax = pytest.importorskip("jax")
+    net = compiled("kitchen_sink", 8, jit=False)
+    w, X, C = _point(net)
+    f, params = net.to_jax(w)
+    assert_close(np.asarray(f(params, X)), net.forward(w, X), 1e-12, what="forward")
+    grads = jax.grad(lambda p: (C * f(p, X)).sum())(params)
+    flat = np.concatenate([np.asarray(grads[key]).ravel() for key in params])
+    assert_close(flat, net.vjp(w, X, C), 1e-12, what="vjp")
+
+
+def test_export_refuses_bad_weights():
+    net = compiled("tiny", 4, jit=False)
+    with pytest.raises(dagc.DagcError, match="w: expected shape"):
+        net.to_torch(np.zeros(3))
+
+
+def test_torch_module_follows_output_scale():
+    text = compiled("tiny", 4, jit=False).ir.spec.text + "output_scale: 1\n"
+    net = dagc.compile(text, jit=False)
+    w, X, _ = _point(net)
+    assert_close(net.to_torch(w)(torch.from_numpy(X)).detach().numpy(), net.forward(w, X),
+                 1e-12, what="forward")
