@@ -9,7 +9,10 @@ while a sweep runs.
 
 A `meta` table marks the file as a dagc store and holds its schema version. Opening a file that
 is not SQLite, a SQLite file that is not a dagc store, or a store of an unknown schema version
-raises a one-line `DagcError` and leaves the file as it was.
+raises a one-line `DagcError` and leaves the file as it was; so does a path that is not a
+regular file (a FIFO would block forever). A read-only open never writes, nor creates side
+files, and a row edited into a state dagc never writes is reported with its cell key
+(docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..errors import DagcError
+from ..untrusted import check_regular, printable
 
 SCHEMA_VERSION = 1
 APPLICATION = "dagc-results"
@@ -76,7 +80,9 @@ _UPSERT = (
     + " WHERE cells.status != 'ok' OR excluded.status = 'ok'"
 )
 _KEYS = ", ".join(KEY_COLUMNS)
-_SELECT_FINISHED = f"SELECT {_KEYS} FROM cells WHERE status = 'ok'"  # noqa: S608
+_CHECKED = ("value", "extras", "options")  # columns a hand edit can make unreadable
+_SELECT_FINISHED = (
+    f"SELECT {_KEYS}, {', '.join(_CHECKED)} FROM cells WHERE status = 'ok'")  # noqa: S608
 _MATCH_KEY = " AND ".join(f"{c} = ?" for c in KEY_COLUMNS)
 _SELECT_IS_FINISHED = f"SELECT 1 FROM cells WHERE status = 'ok' AND {_MATCH_KEY}"  # noqa: S608
 _SELECT_ALL = (
@@ -97,6 +103,7 @@ def check(path: str | Path, *, must_exist: bool = True) -> bool:
         return False
     if path.is_dir():
         raise DagcError(f"{path}: is a directory, not a dagc results store")
+    check_regular(path)  # before opening: a FIFO would block the open
     try:
         with open(path, "rb") as handle:
             header = handle.read(len(_SQLITE_HEADER))
@@ -150,10 +157,13 @@ class Store:
         self._db.close()
 
     def finished(self) -> set[tuple]:
-        """Keys (see `KEY_COLUMNS`) of the cells finished successfully."""
+        """Keys (see `KEY_COLUMNS`) of the cells finished successfully. A corrupt row
+        (see `rows`) is not finished: a sweep measures it again and replaces it."""
         with self._errors():
             rows = self._db.execute(_SELECT_FINISHED).fetchall()
-        return {tuple(row) for row in rows}
+        n = len(KEY_COLUMNS)
+        return {tuple(row[:n]) for row in rows
+                if _problem(dict(zip(_CHECKED, row[n:], strict=True))) is None}
 
     def is_finished(self, key: tuple) -> bool:
         with self._errors():
@@ -172,10 +182,13 @@ class Store:
 
     def rows(self, keys: Iterable[tuple] | None = None) -> list[dict]:
         """All cells as dicts (extras and options decoded), or only those with the given keys,
-        in a stable order: architecture, metric, options, width, seed."""
+        in a stable order: architecture, metric, options, width, seed. A row that dagc
+        cannot have written (a hand edit: `value` text, `extras` not a JSON object) is a
+        `DagcError` naming its cell key; rerunning its sweep replaces it."""
         with self._errors():
             cursor = self._db.execute(_SELECT_ALL)
-            rows = [_decode(dict(zip(COLUMNS, values, strict=True))) for values in cursor]
+            rows = [_decoded(self.path, dict(zip(COLUMNS, values, strict=True)))
+                    for values in cursor]
         if keys is not None:
             wanted = {tuple(k) for k in keys}
             rows = [r for r in rows if tuple(r[c] for c in KEY_COLUMNS) in wanted]
@@ -241,14 +254,26 @@ def _connect(path: Path, readonly: bool, timeout: float) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per cell.
     try:
         if readonly:
-            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                         timeout=timeout, isolation_level=None)
+            connection = sqlite3.connect(_readonly_uri(path), uri=True, timeout=timeout,
+                                         isolation_level=None)
         else:
             connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     except sqlite3.Error as err:
         raise _store_error(path, err) from None
     return connection
+
+
+def _readonly_uri(path: Path) -> str:
+    """A URI that reads `path` without writing anything. A read-only connection to a WAL
+    database creates the -wal and -shm files beside it and cannot remove them (they then
+    belong to whoever read, and can lock the store's owner out), so a store without a -wal
+    file, which no sweep has open, is read as immutable: no side files, no locks. With a
+    -wal file a sweep is writing (or was killed), and its log must be read too."""
+    uri = path.resolve().as_uri()
+    if Path(f"{path}-wal").exists():
+        return f"{uri}?mode=ro"
+    return f"{uri}?immutable=1"
 
 
 def _create(connection: sqlite3.Connection, path: Path) -> None:
@@ -340,7 +365,26 @@ def _column_value(name: str, value):
     return value
 
 
-def _decode(row: dict) -> dict:
+def _problem(row: dict) -> str | None:
+    """What makes a row unreadable, if anything (only `_CHECKED` columns are looked at)."""
+    if not (row["value"] is None or type(row["value"]) in (float, int)):
+        return f"value is {type(row['value']).__name__}, not a number"
+    for name in ("extras", "options"):
+        try:
+            decoded = json.loads(row[name] or "{}")
+        except (TypeError, ValueError):
+            return f"{name} is not JSON"
+        if not isinstance(decoded, dict):
+            return f"{name} is not a JSON object"
+    return None
+
+
+def _decoded(path: Path, row: dict) -> dict:
+    problem = _problem(row)
+    if problem is not None:
+        key = ", ".join(f"{c}={printable(row[c], 60)}" for c in KEY_COLUMNS)
+        raise DagcError(f"{path}: corrupt row ({key}): {problem}; delete it or rerun its "
+                        "sweep to measure it again")
     row["extras"] = json.loads(row["extras"] or "{}")
     row["options"] = json.loads(row["options"] or "{}")
     if row["value"] is None and row["status"] == "ok":

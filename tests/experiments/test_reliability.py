@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dagc import cli, runtime
+from dagc import runtime
 from dagc.errors import DagcError
 from dagc.experiments import sweep
 from dagc.experiments.store import Store
@@ -59,3 +59,87 @@ def test_a_grid_of_a_billion_seeds_is_refused_before_it_is_made(tmp_path):
     with pytest.raises(DagcError, match="too many for one sweep"):
         sweep.plan([arch], [4], endless, ["gradient"], sweep.make_options())
     assert len(sweep.plan([arch], [4], range(3), ["gradient"], sweep.make_options())) == 3
+
+
+# --- items 6, 7, 10: special files, read-only stores, corrupt rows ---------------------------
+
+def _row(**changes) -> dict:
+    row = dict(arch="a", digest="d", width=8, seed=0, metric="gradient", options_hash="o",
+               status="ok", value=0.5, extras={"n": 1.0}, error=None, width_m=8, depth=2,
+               n_params=10, arch_text="name: a", options={}, dagc_version="0",
+               elapsed=0.1, host="h", timestamp="2026-01-01T00:00:00+00:00")
+    return {**row, **changes}
+
+
+def _store(path: Path, *rows: dict) -> Path:
+    with Store.open(path) as store:
+        for row in rows:
+            store.record(row)
+    return path
+
+
+def _in_subprocess(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("command", ["report", "sweep"])
+def test_a_fifo_as_store_is_refused_not_waited_on(tmp_path, command):
+    fifo = tmp_path / "results.sqlite"
+    os.mkfifo(fifo)
+    args = {"report": ["report", str(fifo)],
+            "sweep": ["sweep", "mlp3", "--widths", "4", "--seeds", "1", "--metrics",
+                      "gradient", "--db", str(fifo), "--no-progress"]}[command]
+    done = _in_subprocess(f"import sys\nfrom dagc import cli\nsys.exit(cli.main({args!r}))",
+                          timeout=60)  # blocked forever before
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().endswith("results.sqlite: cannot read: not a regular file")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_reading_a_store_creates_no_side_files(tmp_path):
+    path = _store(tmp_path / "results.sqlite", _row())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]
+    before = path.read_bytes()
+    with Store.open(path, readonly=True) as store:
+        assert [r["value"] for r in store.rows()] == [0.5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]  # no -wal, -shm
+    assert path.read_bytes() == before
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="needs file permissions that apply (not root)")
+def test_a_store_in_a_read_only_directory_can_be_reported(tmp_path):
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    path = _store(directory / "results.sqlite", _row())
+    directory.chmod(0o555)
+    try:
+        with Store.open(path, readonly=True) as store:
+            assert [r["value"] for r in store.rows()] == [0.5]
+    finally:
+        directory.chmod(0o755)
+    assert sorted(p.name for p in directory.iterdir()) == ["results.sqlite"]
+
+
+@pytest.mark.parametrize("column, bad, problem", [
+    ("extras", "{not json", "extras is not JSON"),
+    ("extras", "[1, 2]", "extras is not a JSON object"),
+    ("value", "0.5abc", "value is str, not a number"),
+    ("options", "nul", "options is not JSON"),
+])
+def test_a_corrupt_row_is_named_by_its_key_and_measured_again(tmp_path, column, bad, problem):
+    path = _store(tmp_path / "results.sqlite", _row(), _row(seed=1))
+    db = sqlite3.connect(path)
+    db.execute(f"UPDATE cells SET {column} = ? WHERE seed = 1", (bad,))  # noqa: S608
+    db.commit()
+    db.close()
+    with Store.open(path) as store:
+        with pytest.raises(DagcError, match=r"corrupt row \(arch=a, digest=d, width=8, seed=1, "
+                                             rf"metric=gradient, options_hash=o\): {problem}"):
+            store.rows()
+        assert store.finished() == {("a", "d", 8, 0, "gradient", "o")}
+        store.record(_row(seed=1))  # what a rerun does
+        assert [r["seed"] for r in store.rows()] == [0, 1]
+    done = _in_subprocess(f"from dagc import cli\ncli.main(['report', {str(path)!r}])")
+    assert "Traceback" not in done.stderr
