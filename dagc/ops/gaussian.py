@@ -40,8 +40,9 @@ from ..backend.jit import jit, jit_uncached
 from . import activations as act
 from . import gaussian_closed as closed
 
-RULE_NODES = 400  # the one-dimensional Gauss-Hermite rule: exact up to degree 799, which
+RULE_NODES = 400  # the Gauss-Hermite rule of the coefficients: exact up to degree 799, which
 # leaves degree 480 for phi itself beside the Hermite polynomials up to MAX_TERMS
+VARIANCE_NODES = 240  # the rule of E[phi^2] and E[phi] alone: below 1e-11 up to variance 2
 MAX_TERMS = 320  # Hermite coefficients kept at most per row
 TAIL = 1e-11  # relative size of the dropped coefficients (see the module docstring)
 
@@ -99,42 +100,55 @@ def gauss_hermite(n):
 
 
 @jit_uncached
-def hermite_coefficients(S, value, first):
+def hermite_coefficients(S, value, first, nodes, weights):
     """Per row i: the normalized Hermite coefficients of phi and phi' at variance S[i], (n,
-    MAX_TERMS) each, and how many of them the row needs (the larger count of the two)."""
+    MAX_TERMS) each, and how many of them the row needs (the larger count of the two). Rows
+    of equal variance share one computation (inputs on a sphere give one variance per block)."""
     n = S.shape[0]
     A = np.zeros((n, MAX_TERMS))
     D = np.zeros((n, MAX_TERMS))
     terms = np.ones(n, np.int64)
-    nodes, weights = gauss_hermite(RULE_NODES)
-    m = nodes.shape[0]
-    for i in range(n):
-        sigma = math.sqrt(max(S[i], 0.0))
-        f = np.empty(m)
-        g = np.empty(m)
-        for a in range(m):
-            t = sigma * nodes[a]
-            y = value(t)
-            f[a] = weights[a] * y
-            g[a] = weights[a] * first(t, y)
-        previous = np.zeros(m)
-        h = np.ones(m)
-        for k in range(MAX_TERMS):
-            sa = 0.0
-            sd = 0.0
-            for a in range(m):
-                sa += f[a] * h[a]
-                sd += g[a] * h[a]
-            A[i, k] = sa
-            D[i, k] = sd
-            scale = 1.0 / math.sqrt(k + 1.0)
-            root = math.sqrt(float(k))
-            for a in range(m):  # He_{k+1} / sqrt((k+1)!) from the two before it
-                nxt = (nodes[a] * h[a] - root * previous[a]) * scale
-                previous[a] = h[a]
-                h[a] = nxt
+    order = np.argsort(S, kind="mergesort")  # numba's quicksort is quadratic on equal keys
+    for p in range(n):
+        i = order[p]
+        if p > 0 and S[i] == S[order[p - 1]]:
+            A[i] = A[order[p - 1]]
+            D[i] = D[order[p - 1]]
+            terms[i] = terms[order[p - 1]]
+            continue
+        _coefficients_at(S[i], nodes, weights, value, first, A[i], D[i])
         terms[i] = max(_needed_terms(A[i]), _needed_terms(D[i]))
     return A, D, terms
+
+
+@jit_uncached
+def _coefficients_at(variance, nodes, weights, value, first, a, d):
+    """The coefficients of phi and phi' at one variance, into a and d (MAX_TERMS,)."""
+    m = nodes.shape[0]
+    sigma = math.sqrt(max(variance, 0.0))
+    f = np.empty(m)
+    g = np.empty(m)
+    for k in range(m):
+        t = sigma * nodes[k]
+        y = value(t)
+        f[k] = weights[k] * y
+        g[k] = weights[k] * first(t, y)
+    previous = np.zeros(m)
+    h = np.ones(m)
+    for k in range(MAX_TERMS):
+        sa = 0.0
+        sd = 0.0
+        for q in range(m):
+            sa += f[q] * h[q]
+            sd += g[q] * h[q]
+        a[k] = sa
+        d[k] = sd
+        scale = 1.0 / math.sqrt(k + 1.0)
+        root = math.sqrt(float(k))
+        for q in range(m):  # He_{k+1} / sqrt((k+1)!) from the two before it
+            following = (nodes[q] * h[q] - root * previous[q]) * scale
+            previous[q] = h[q]
+            h[q] = following
 
 
 @jit
@@ -152,15 +166,6 @@ def _needed_terms(c):
 
 
 @jit
-def _series(rho, x, y, terms):
-    """sum_k rho^k x[k] y[k] over the first `terms` coefficients (Horner, from the end)."""
-    s = 0.0
-    for k in range(terms - 1, -1, -1):
-        s = s * rho + x[k] * y[k]
-    return s
-
-
-@jit
 def _correlation(s11, s12, s22):
     """s12 / sqrt(s11 s22) clipped to [-1, 1] (rounding); 0 for a degenerate variable, whose
     coefficients beyond the first vanish anyway."""
@@ -172,20 +177,40 @@ def _correlation(s11, s12, s22):
 @jit_uncached
 def mehler_moments(S11, S12, S22, symmetric, value, first):
     """E[phi(u) phi(v)] and E[phi'(u) phi'(v)] (n1, n2) by the Mehler series."""
-    A1, D1, t1 = hermite_coefficients(S11, value, first)
+    nodes, weights = gauss_hermite(RULE_NODES)
+    A1, D1, t1 = hermite_coefficients(S11, value, first, nodes, weights)
     if symmetric:
         A2, D2, t2 = A1, D1, t1
     else:
-        A2, D2, t2 = hermite_coefficients(S22, value, first)
+        A2, D2, t2 = hermite_coefficients(S22, value, first, nodes, weights)
     n1, n2 = S12.shape
+    # Coefficient k of every column side by side, so that the series runs over a row at once
+    # (one vectorized loop per term, not one dependent chain per pair).
+    most = t2.max()
+    A2k = np.ascontiguousarray(A2[:, :most].T)
+    D2k = np.ascontiguousarray(D2[:, :most].T)
     C = np.empty((n1, n2))
     E = np.empty((n1, n2))
     for i in range(n1):
-        for j in range(i if symmetric else 0, n2):
-            rho = _correlation(S11[i], S12[i, j], S22[j])
-            terms = max(t1[i], t2[j])
-            C[i, j] = _series(rho, A1[i], A2[j], terms)
-            E[i, j] = _series(rho, D1[i], D2[j], terms)
+        start = i if symmetric else 0
+        rho = np.empty(n2 - start)
+        for j in range(start, n2):
+            rho[j - start] = _correlation(S11[i], S12[i, j], S22[j])
+        c = np.zeros(n2 - start)
+        e = np.zeros(n2 - start)
+        for k in range(max(t1[i], most) - 1, -1, -1):  # Horner, from the last term
+            a = A1[i, k]
+            d = D1[i, k]
+            if k < most:
+                for j in range(n2 - start):
+                    c[j] = c[j] * rho[j] + a * A2k[k, start + j]
+                    e[j] = e[j] * rho[j] + d * D2k[k, start + j]
+            else:  # the columns' coefficients are all below the tail here
+                for j in range(n2 - start):
+                    c[j] = c[j] * rho[j]
+                    e[j] = e[j] * rho[j]
+        C[i, start:] = c
+        E[i, start:] = e
     if symmetric:
         _mirror(C)
         _mirror(E)
@@ -198,7 +223,7 @@ def quadrature_variance(S, value):
     n = S.shape[0]
     second = np.empty(n)
     mean = np.empty(n)
-    nodes, weights = gauss_hermite(RULE_NODES)
+    nodes, weights = gauss_hermite(VARIANCE_NODES)
     for i in range(n):
         sigma = math.sqrt(max(S[i], 0.0))
         s2 = 0.0
