@@ -39,8 +39,8 @@ def limit_shares(ir: IR) -> tuple[np.ndarray, ...]:
     elif isinstance(spec.graph, RandomDag):
         per_block = _random_dag_shares(spec, spec.graph, ir)
     else:
-        raise DagcError(f"{spec.path}: the graph file {spec.graph} fixes every neuron, so the "
-                        "network has no width to grow and no infinite-width limit")
+        raise DagcError(f"{spec.path}: a fixed neuron graph (a graph file, not the random_dag "
+                        "generator) has no width to grow, so no infinite-width limit")
     shares = []
     for block in ir.blocks:
         if block.is_input:

@@ -80,7 +80,7 @@ def test_graph_file_is_refused(tmp_path):
     edges = tmp_path / "g.edgelist"
     edges.write_text("a c\nb c\nc d\n")
     text = f"name: fixed\ngraph: {edges}\n"
-    with pytest.raises(DagcError, match="graph file .* no infinite-width limit"):
+    with pytest.raises(DagcError, match="fixed neuron graph .* no infinite-width limit"):
         _shares(text, tmp_path)
 
 
