@@ -2,10 +2,10 @@
 
     python -m bench.neurons [--edges 1e7 1e8] [--fan-in 100] [--skip-compile]
 
-- compile: every pass of a 100-neuron graph with five activations, cold (a fresh cache, in a
-  fresh process), then a second, different 100-neuron graph with the same activations in
-  another process (the module and numba's cache are reused); the module's size for graphs of
-  100 and of a million neurons.
+- compile: every pass of a 100-neuron graph with five activations, cold (fresh dagc and numba
+  caches, in a fresh process; densenet3 the same way, the target), then a second, different
+  100-neuron graph with the same activations in another process (the module and numba's cache
+  are reused); the module's size for graphs of 100 and of a million neurons.
 - scale: a random layered DAG (fan-in 100 from all earlier neurons, five activations mixed in
   every layer) at each edge count, in its own process: build time, resident memory against
   weights + indices, forward (1 and 16 samples), VJP and HVP times, the VJP's and HVP's bytes
@@ -113,20 +113,52 @@ _COMPILE_SCRIPT = textwrap.dedent("""
 """)
 
 
+_DENSENET3_SCRIPT = textwrap.dedent("""
+    import json, time
+    start = time.perf_counter()
+    import numpy as np
+    import dagc
+    net = dagc.compile("densenet3", width=8)
+    w = net.init(0)
+    X = np.random.default_rng(0).standard_normal((3, net.n_in))
+    net.forward(w, X)
+    net.vjp(w, X, np.ones((3, net.n_out)))
+    net.jacobian(w, X)
+    net.hvp(w, X[0], w)
+    H = net.factored_hessian(w, X)
+    H.apply(np.ones((3, H.size)))
+    net.ntk(w, X)
+    net.ntk(w, X, X[:2])
+    print(json.dumps({"seconds": time.perf_counter() - start,
+                      "cpu_seconds": time.process_time()}))
+""")
+
+
 def bench_compile() -> dict:
-    """Cold compile of every pass in a fresh cache, then a second graph with a warm one."""
+    """Every pass compiled cold (fresh dagc and numba caches: a clean checkout), for a
+    100-neuron graph and, the target, for densenet3's block-level module; then a second
+    100-neuron graph with the same activations in a new process, with the caches warm."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "DAGC_CACHE_DIR": tmp}
+        env = {**os.environ, "DAGC_CACHE_DIR": tmp, "NUMBA_CACHE_DIR": f"{tmp}/numba"}
         runs = {}
-        for label, seed in (("cold", 1), ("second_graph", 2)):
+        jobs = [("cold", _COMPILE_SCRIPT, 1), ("second_graph", _COMPILE_SCRIPT, 2)]
+        for label, script, seed in jobs:
             graph = Path(tmp) / f"graph{seed}.graphml"
             small_graph_file(graph, 100, seed)
-            out = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, str(graph)], env=env,
-                                 capture_output=True, text=True, cwd=Path(__file__).parents[1])
-            if out.returncode:
-                raise RuntimeError(out.stderr)
-            runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
-        return runs
+            runs[label] = _run_json(script, [str(graph)], env)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DAGC_CACHE_DIR": tmp, "NUMBA_CACHE_DIR": f"{tmp}/numba"}
+        runs["densenet3_cold"] = _run_json(_DENSENET3_SCRIPT, [], env)
+    return runs
+
+
+def _run_json(script: str, args: list[str], env: dict) -> dict:
+    """Run `script` in a fresh interpreter at the repository's root; its last line's JSON."""
+    out = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
+                         text=True, cwd=Path(__file__).parents[1])
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # --- scale -----------------------------------------------------------------------------------
