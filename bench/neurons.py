@@ -208,7 +208,7 @@ def scale_in_process(n_edges: int, fan_in: int) -> dict:
     """Build, run and time one random DAG with n_edges edges (see the module docstring)."""
     import scipy.sparse
 
-    from bench.machine import copy_gbps
+    from bench.machine import copy_gbps, load_average
     from dagc.backend import cache, render
     from dagc.ir import neurons
 
@@ -278,6 +278,7 @@ def scale_in_process(n_edges: int, fan_in: int) -> dict:
         "hvp": (8 + 8 + 4) * n_edges + (8 + 8 + 4 + 8) * n_edges,
     }
     return {
+        "load_average": load_average(),  # a shared machine: how busy it was
         "edges": ir.n_params, "neurons": ir.n_neurons, "runs": len(ir.runs),
         "module_bytes": module_path.stat().st_size,
         "layers": ir.depth, "fan_in": fan_in, "build_seconds": build,
@@ -313,11 +314,11 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-compile", action="store_true")
     args = parser.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    from bench.machine import info
+    from bench.machine import info, load_average
 
     results["machine"] = info()
     if not args.skip_compile:
-        results["compile"] = bench_compile()
+        results["compile"] = {**bench_compile(), "load_average": load_average()}
         print(json.dumps(results["compile"], indent=1), flush=True)
     for edges in args.edges:
         result = bench_scale(int(edges), args.fan_in)
