@@ -128,6 +128,22 @@ class NeuronIR:
         hidden one (`dagc.backend.neurons`)."""
         return 2 * (self.n_neurons - self.n_in) - self.n_out
 
+    def layer_summary(self) -> list[tuple[int, int, str, int, int]]:
+        """Per layer: (layer, neurons, activations with their counts, min and max in-degree)
+        (`dagc inspect`); linear in neurons."""
+        degree = np.diff(self.indptr)
+        names = list(CODES)
+        rows = []
+        bounds = np.flatnonzero(np.diff(self.layer)) + 1
+        for first, end in zip(np.concatenate([[0], bounds]),
+                              np.concatenate([bounds, [self.n_neurons]]), strict=True):
+            codes, counts = np.unique(self.codes[first:end], return_counts=True)
+            acts = ", ".join(("input" if c == INPUT else names[c]) + f" x{k}"
+                             for c, k in zip(codes.tolist(), counts.tolist(), strict=True))
+            rows.append((int(self.layer[first]), int(end - first), acts,
+                         int(degree[first:end].min()), int(degree[first:end].max())))
+        return rows
+
     @property
     def kernel_args(self) -> tuple:
         """The run-time description every pass of the shared kernels takes, last."""

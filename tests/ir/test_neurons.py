@@ -112,6 +112,8 @@ def test_paper_width_depth_bottlenecks_and_layers():
     assert ir.bottlenecks == ("o",)  # k has in-degree 3; h is in layer 1
     assert dict(ir.layers) == {"a": 0, "b": 0, "h": 1, "k": 2, "o": 3}
     assert np.allclose(ir.scale, [0, 0, 2 ** -0.5, 3 ** -0.5, 2 ** -0.5])
+    assert ir.layer_summary() == [(0, 2, "input x2", 0, 0), (1, 1, "tanh x1", 2, 2),
+                                  (2, 1, "tanh x1", 3, 3), (3, 1, "identity x1", 2, 2)]
 
 
 def test_graph_errors_name_the_culprit(tmp_path):
