@@ -21,17 +21,48 @@ Conventions shared by every metric:
 from __future__ import annotations
 
 from .linalg.lanczos import lanczos_norms
+from .linalg.spectrum import smoothed_density
 from .metrics import METRICS, Metric, measure, options_for
-from .metrics.curvature import dense_hessian, hessian_norm, hessian_norms
-from .metrics.first_order import gradient_direction_errors, gradient_norms, linearization_errors
+from .metrics.curvature import (
+    BallAscent,
+    ball_ascent,
+    dense_hessian,
+    eigenvalue_gradient,
+    hessian_norm,
+    hessian_norms,
+    hidden_blocks,
+    hidden_hessian_norms,
+    output_preactivation_norms,
+    preactivation_norms,
+    project_to_ball,
+    top_curvature,
+)
+from .metrics.first_order import (
+    gradient_direction_errors,
+    gradient_norms,
+    linearization_errors,
+    top_eigenvector_errors,
+)
 from .metrics.inputs import generator, regression_set, sphere_points, sweep_inputs, unit_vector
 from .metrics.options import HESSIAN_METHODS, Options
+from .metrics.spectra import (
+    hessian_density,
+    hessian_eigs,
+    hessian_trace,
+    loss_hessian_norms,
+    parameter_indices,
+)
 from .metrics.training import TrainResult, ntk_matrix, train
 
 __all__ = [
     "METRICS", "Metric", "Options", "HESSIAN_METHODS", "measure", "options_for",
     "hessian_norm", "hessian_norms", "dense_hessian", "lanczos_norms",
+    "ball_ascent", "BallAscent", "top_curvature", "eigenvalue_gradient", "project_to_ball",
+    "hidden_blocks", "hidden_hessian_norms", "preactivation_norms",
+    "output_preactivation_norms", "hessian_eigs", "hessian_trace", "hessian_density",
+    "smoothed_density", "parameter_indices", "loss_hessian_norms",
     "gradient_norms", "linearization_errors", "gradient_direction_errors",
+    "top_eigenvector_errors",
     "ntk_matrix", "train", "TrainResult",
     "generator", "sphere_points", "unit_vector", "sweep_inputs", "regression_set",
 ]

@@ -33,6 +33,10 @@ PURPOSES = {
     "heldout_inputs": 7,
     "sgd_batches": 8,
     "sign_targets": 9,
+    # issue 26's curvature instruments (numbered from 21: other families add theirs below)
+    "hidden_neurons": 21,
+    "trace": 22,
+    "density": 23,
 }
 
 # The teacher of ntk_change: a random one-hidden-layer tanh network with this many features.

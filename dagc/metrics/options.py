@@ -37,6 +37,9 @@ class Options:
                                  "step length along each direction (linearization)")
     ball_points: int = _option(4, "random points w0 + R u, ||u|| = 1, of hessian_ball")
     directions: int = _option(4, "random unit directions u of linearization")
+    ascent_steps: int = _option(8, "trial steps of hessian_ball's projected ascent from each "
+                                   "of its five starts")
+    hidden_neurons: int = _option(4, "neurons sampled per hidden block by hessian_hidden")
     train_size: int = _option(16, "points of the synthetic regression set of ntk_change")
     loss_drop: float = _option(10.0, "ntk_change trains until the loss falls by this factor "
                                      "(> 1) ...")
@@ -48,9 +51,10 @@ class Options:
 
     def __post_init__(self) -> None:
         check_method(self.hessian_method, "options.hessian_method")
-        for name in ("inputs", "ball_points", "directions", "train_size"):
+        for name in ("inputs", "ball_points", "directions", "train_size", "hidden_neurons"):
             check_int(getattr(self, name), f"options.{name}", minimum=1)
-        check_int(self.max_steps, "options.max_steps", minimum=0)
+        for name in ("max_steps", "ascent_steps"):
+            check_int(getattr(self, name), f"options.{name}", minimum=0)
         # Store floats as floats, so Options(radius=1) and Options(radius=1.0) serialize alike.
         for name, low, strict in (("radius", 0.0, True), ("loss_drop", 1.0, True),
                                   ("tol", 0.0, False)):

@@ -51,10 +51,21 @@ def test_linearization_matches_direct_evaluation(mlp3_small):
         f = net.forward(w0 + R * u, x[None])[0, 0] - net.forward(w0, x[None])[0, 0]
         along.append(abs(f - R * np.linalg.norm(g)))
     assert result["gradient_direction"] == pytest.approx(np.mean(along), rel=1e-10)
-    worst = np.maximum(np.max(errors, axis=0), along)
-    assert result["value"] == pytest.approx(np.mean(worst), rel=1e-10)
-    # Gradient descent's direction bends the function far more than a random one does.
+    top = []
+    for x, g in zip(X, J, strict=True):
+        values, vectors = np.linalg.eigh(M.dense_hessian(net, w0, x))
+        v = vectors[:, np.argmax(np.abs(values))]
+        top.append(max(abs(net.forward(w0 + s * R * v, x[None])[0, 0]
+                           - net.forward(w0, x[None])[0, 0] - s * R * g @ v) for s in (1, -1)))
+        # Corollary 3.7's second-order error, attained up to O(R^3)
+        assert top[-1] == pytest.approx(R**2 / 2 * np.abs(values).max(), rel=0.5)
+    assert result["top_eigenvector"] == pytest.approx(np.mean(top), rel=1e-6)
+    worst = np.maximum(np.maximum(np.max(errors, axis=0), along), top)
+    assert result["value"] == pytest.approx(np.mean(worst), rel=1e-6)
+    # Gradient descent's direction bends the function far more than a random one does, and
+    # the top eigenvector more still.
     assert result["gradient_direction"] > 10 * result["random_mean"]
+    assert result["top_eigenvector"] > result["gradient_direction"]
 
 
 def test_linearization_error_scales_like_radius_squared(mlp3_small):
