@@ -14,11 +14,12 @@ import numpy as np
 
 from ..errors import DagcError
 
-__all__ = ["Options", "HESSIAN_METHODS", "option_help", "check_int", "check_number",
+__all__ = ["Options", "HESSIAN_METHODS", "TARGETS", "option_help", "check_int", "check_number",
            "check_tol", "check_method", "check_seed", "check_vector", "check_matrix",
            "check_finite"]
 
 HESSIAN_METHODS = ("lanczos", "arpack")
+TARGETS = ("teacher", "signs")
 
 
 def _option(default: Any, text: str) -> Any:
@@ -37,13 +38,21 @@ class Options:
                                  "step length along each direction (linearization)")
     ball_points: int = _option(4, "random points w0 + R u, ||u|| = 1, of hessian_ball")
     directions: int = _option(4, "random unit directions u of linearization")
-    ascent_steps: int = _option(8, "trial steps of hessian_ball's projected ascent from each "
-                                   "of its five starts")
-    hidden_neurons: int = _option(4, "neurons sampled per hidden block by hessian_hidden")
-    train_size: int = _option(16, "points of the synthetic regression set of ntk_change")
-    loss_drop: float = _option(10.0, "ntk_change trains until the loss falls by this factor "
-                                     "(> 1) ...")
-    max_steps: int = _option(2000, "... or for at most this many gradient-descent steps")
+    train_size: int = _option(0, "n: points of the training set of ntk_change and lin_gap "
+                                 "(0: 2 n_in, so n > n_in and the kernel is not diagonal); "
+                                 "lin_gap holds out as many again")
+    targets: str = _option("teacher", "training targets: " + " or ".join(TARGETS) + " (a "
+                                      "fixed random tanh network, or random +-1)")
+    loss_drop: float = _option(1000.0, "training runs until the loss falls by this factor "
+                                       "(> 1) ...")
+    max_steps: int = _option(1000, "... or for at most this many steps")
+    lr_factor: float = _option(0.5, "c: the step is c times the critical 2n / "
+                                    "lambda_max(K0) of the squared loss (c < 1: lazy; 1 < c < "
+                                    "2: catapult; beyond: divergent)")
+    lr: float = _option(0.0, "an absolute step instead, times d^(2p-1) (d: the output's "
+                             "in-degree, p: its output_scale); 0: use lr_factor")
+    batch_size: int = _option(0, "samples per step of SGD (drawn without replacement); 0: "
+                                 "full-batch gradient descent")
     tol: float = _option(1e-6, "relative tolerance of each Hessian norm (0: machine "
                                "precision)")
     hessian_method: str = _option("lanczos", "how Hessian norms are computed: "
@@ -51,13 +60,17 @@ class Options:
 
     def __post_init__(self) -> None:
         check_method(self.hessian_method, "options.hessian_method")
-        for name in ("inputs", "ball_points", "directions", "train_size", "hidden_neurons"):
+        if self.targets not in TARGETS:
+            raise DagcError(f"options.targets: unknown {self.targets!r}; known: "
+                            f"{', '.join(TARGETS)}")
+        for name in ("inputs", "ball_points", "directions"):
             check_int(getattr(self, name), f"options.{name}", minimum=1)
-        for name in ("max_steps", "ascent_steps"):
+        for name in ("train_size", "max_steps", "batch_size"):
             check_int(getattr(self, name), f"options.{name}", minimum=0)
         # Store floats as floats, so Options(radius=1) and Options(radius=1.0) serialize alike.
         for name, low, strict in (("radius", 0.0, True), ("loss_drop", 1.0, True),
-                                  ("tol", 0.0, False)):
+                                  ("tol", 0.0, False), ("lr_factor", 0.0, True),
+                                  ("lr", 0.0, False)):
             value = check_number(getattr(self, name), f"options.{name}", low, strict)
             object.__setattr__(self, name, value)
 

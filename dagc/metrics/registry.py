@@ -109,6 +109,7 @@ def measure(net: CompiledNet, metric: str, seed: int,
         raise DagcError(f"options: expected dagc.measure.Options, got {type(options).__name__}")
     result = entry.function(net, seed, options)
     for name, value in result.items():
-        if not math.isfinite(value):
+        # a list field (a training metric's loss curve) must be finite throughout
+        if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
             raise DagcError(f"{metric}: the result's {name} is not finite ({value!r})")
     return result

@@ -35,13 +35,18 @@ def two_outputs():
     return compiled("tiny_sparse", 5, jit=False)
 
 
-def test_every_metric_returns_its_registered_fields(two_outputs):
-    assert list(M.METRICS) == ["hessian", "hessian_ball", "gradient", "linearization",
-                               "ntk_change"]
+def test_every_metric_returns_its_registered_fields(two_outputs, mlp3_small):
+    assert list(M.METRICS) == ["hessian", "hessian_ball", "hessian_hidden", "hessian_preact",
+                               "gradient", "linearization", "ntk_change", "lin_gap",
+                               "loss_hessian"]
     for name, metric in M.METRICS.items():
-        result = M.measure(two_outputs, name, 1)
+        # tiny_sparse has no hidden block outside layers 0 and 1 (Theorem 3.8's neurons)
+        net = mlp3_small if name == "hessian_hidden" else two_outputs
+        result = M.measure(net, name, 1)
         assert list(result) == list(metric.fields), name
-        assert all(isinstance(v, float) and math.isfinite(v) for v in result.values()), name
+        # numbers, and lists of numbers (a training metric's loss curve)
+        values = [x for v in result.values() for x in (v if isinstance(v, list) else [v])]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in values), name
 
 
 def test_registry_entries_are_complete():
@@ -50,8 +55,9 @@ def test_registry_entries_are_complete():
         assert metric.name == name and metric.definition and metric.label
         assert metric.reads and set(metric.reads) <= options
         assert metric.slope_reason
-    expected = {"hessian": -0.5, "hessian_ball": -0.5, "gradient": 0.0,
-                "linearization": -1.0, "ntk_change": -1.0}
+    expected = {"hessian": -0.5, "hessian_ball": -0.5, "hessian_hidden": -0.5,
+                "hessian_preact": -0.5, "gradient": 0.0, "linearization": -0.5,
+                "ntk_change": -1.0, "lin_gap": -1.0, "loss_hessian": 0.0}
     assert {n: m.expected_slope for n, m in M.METRICS.items()} == expected
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(M.METRICS["hessian"])
@@ -76,7 +82,8 @@ def test_options_key_holds_only_the_options_a_metric_reads():
     assert sweep.options_key("linearization", base) != sweep.options_key("linearization", wider)
     assert M.options_for("gradient", base) == {"inputs": 4}
     assert M.options_for("ntk_change", M.Options()) == {
-        "train_size": 16, "loss_drop": 10.0, "max_steps": 2000}
+        "train_size": 0, "targets": "teacher", "loss_drop": 1000.0, "max_steps": 1000,
+        "lr_factor": 0.5, "lr": 0.0, "batch_size": 0}
     arch = sweep.Architecture("a", "digest", "text", "/a.yaml")
     cells = {c.metric: c for c in sweep.plan([arch], [8], [0], ["hessian", "hessian_ball"],
                                              wider)}
@@ -110,7 +117,9 @@ def test_same_call_is_bit_identical(mlp3_small):
     for metric in M.METRICS:
         first = M.measure(mlp3_small, metric, 11)
         second = M.measure(mlp3_small, metric, 11)
-        assert {k: v.hex() for k, v in first.items()} == {k: v.hex() for k, v in second.items()}
+        # repr: a float's shortest round-trip text (equal exactly when the bits are), and
+        # a list's (the loss curves)
+        assert {k: repr(v) for k, v in first.items()} == {k: repr(v) for k, v in second.items()}
     assert M.measure(mlp3_small, "hessian", 12) != M.measure(mlp3_small, "hessian", 11)
 
 
@@ -121,10 +130,10 @@ def test_bit_identical_in_another_process(mlp3_small):
         net = dagc.compile("mlp3", width=8)
         print(net.module.__file__)
         for metric in M.METRICS:
-            print(metric, sorted((k, v.hex()) for k, v in M.measure(net, metric, 11).items()))
+            print(metric, sorted((k, repr(v)) for k, v in M.measure(net, metric, 11).items()))
         """)
     here = f"{mlp3_small.module.__file__}\n" + "".join(
-        f"{metric} {sorted((k, v.hex()) for k, v in M.measure(mlp3_small, metric, 11).items())}\n"
+        f"{metric} {sorted((k, repr(v)) for k, v in M.measure(mlp3_small, metric, 11).items())}\n"
         for metric in M.METRICS)
     there = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                            check=True, timeout=300).stdout
