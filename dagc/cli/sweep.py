@@ -13,6 +13,7 @@ import sys
 from .. import metrics
 from ..errors import DagcError
 from ..experiments import local, report, store, sweep
+from ..metrics.options import TARGETS
 
 DEFAULT_DB = "dagc-results.sqlite"
 DEFAULT_REPORT_DIR = "report"
@@ -43,6 +44,15 @@ def add_commands(commands) -> None:
     p.add_argument("--radius", metavar="R", help=_option_help("radius"))
     p.add_argument("--ball-points", metavar="N", help=_option_help("ball_points"))
     p.add_argument("--directions", metavar="N", help=_option_help("directions"))
+    p.add_argument("--train-size", metavar="N", help=_option_help("train_size"))
+    p.add_argument("--targets", choices=TARGETS, help=_option_help("targets"))
+    p.add_argument("--loss-drop", metavar="F", help=_option_help("loss_drop"))
+    p.add_argument("--max-steps", metavar="N", help=_option_help("max_steps"))
+    p.add_argument("--lr-factor", metavar="C,C,...", help=_option_help(
+        "lr_factor", "several sweep every factor, e.g. 0.5,1.5 for the lazy and catapult "
+                     "regimes; each cell records its regime"))
+    p.add_argument("--lr", metavar="ETA", help=_option_help("lr"))
+    p.add_argument("--batch-size", metavar="N", help=_option_help("batch_size"))
     p.add_argument("--db", metavar="FILE", default=DEFAULT_DB,
                    help=f"results store (default: {DEFAULT_DB}; created if missing)")
     p.add_argument("--jobs", metavar="N", help="worker processes, each single-threaded "
@@ -103,6 +113,7 @@ def _sweep(args) -> int:
             overrides[name] = _integer(getattr(args, name), option, 1)
     if args.radius is not None:
         overrides["radius"] = _positive_float(args.radius, "--radius")
+    overrides.update(_training_overrides(args))
     if (args.scheduler is not None or args.scheduler_file is not None) \
             and args.jobs is not None:
         raise DagcError("give --jobs (local processes) or --scheduler (a Dask cluster), "
@@ -110,13 +121,16 @@ def _sweep(args) -> int:
     jobs = _integer(args.jobs, "--jobs", 1) if args.jobs is not None else \
         (max(1, min(2, os.cpu_count() or 1)) if quick else 1)
     report_dir = args.report_dir or (DEFAULT_REPORT_DIR if quick else None)
-    options = sweep.make_options(**overrides)
+    option_sets = [sweep.make_options(**overrides, **factor) for factor in _lr_factors(args)]
 
     if report_dir and os.path.exists(report_dir) and not os.path.isdir(report_dir):
         raise DagcError(f"{report_dir}: cannot write the report: not a directory")
     store.check(args.db, must_exist=False)  # a bad store fails before any work
     archs = sweep.load_architectures(args.arch, widths)
-    cells = sweep.plan(archs, widths, range(seeds), metrics, options)
+    # a metric that does not read lr_factor plans the same cells for every factor: once
+    planned = (cell for options in option_sets
+               for cell in sweep.plan(archs, widths, range(seeds), metrics, options))
+    cells = list({cell.key: cell for cell in planned}.values())
     if args.scheduler is not None or args.scheduler_file is not None:
         # connects now: an unreachable cluster fails before work
         executor = _cluster_executor(args.scheduler, args.scheduler_file)
@@ -186,6 +200,31 @@ def _write(rows, summaries, directory, source=None) -> list:
         return report.write(rows, summaries, directory, source)
     except OSError as err:
         raise DagcError(f"{directory}: cannot write the report: {err.strerror or err}") from None
+
+
+def _training_overrides(args) -> dict:
+    """The training options given on the command line (docs/metrics.md, ntk_change)."""
+    overrides = {}
+    for name, minimum in (("train_size", 1), ("max_steps", 0), ("batch_size", 1)):
+        if getattr(args, name) is not None:
+            option = "--" + name.replace("_", "-")
+            overrides[name] = _integer(getattr(args, name), option, minimum)
+    for name in ("loss_drop", "lr"):
+        if getattr(args, name) is not None:
+            option = "--" + name.replace("_", "-")
+            overrides[name] = _positive_float(getattr(args, name), option)
+    if args.targets is not None:
+        overrides["targets"] = args.targets
+    return overrides
+
+
+def _lr_factors(args) -> list[dict]:
+    """One {"lr_factor": c} per factor of --lr-factor, or [{}] (the default) without it."""
+    if args.lr_factor is None:
+        return [{}]
+    factors = [_positive_float(item, "--lr-factor") for item in _items(args.lr_factor,
+                                                                        "--lr-factor")]
+    return [{"lr_factor": factor} for factor in factors]
 
 
 def _option_help(name: str, note: str = "") -> str:
