@@ -289,3 +289,31 @@ def test_output_scale_is_d_to_the_minus_p(tmp_path):
         with pytest.raises(DagcError, match="output_scale: expected a number p in"):
             spec.parse(UV_MODEL + f"output_scale: {bad}\n")
 
+
+
+# ------------------------------------------------------------------------------------------
+# The sweep's training options
+
+
+def test_sweep_spans_learning_rate_factors(tmp_path, capsys):
+    from conftest import arch_path
+
+    from dagc.cli import main
+
+    db = tmp_path / "s.sqlite"
+    argv = ["sweep", str(arch_path("tiny")), "--widths", "4", "--seeds", "1", "--metrics",
+            "ntk_change,gradient", "--train-size", "6", "--db", str(db), "--no-progress"]
+    assert main([*argv, "--lr-factor", "0.5,1.5"]) == 0
+    with store.Store.open(db) as results:
+        rows = results.rows()
+    factors = sorted(r["options"]["lr_factor"] for r in rows if r["metric"] == "ntk_change")
+    assert factors == [0.5, 1.5] and [r["metric"] for r in rows].count("gradient") == 1
+    by_factor = {r["options"]["lr_factor"]: r["extras"] for r in rows
+                 if r["metric"] == "ntk_change"}
+    assert by_factor[0.5]["edge_start"] == pytest.approx(0.5)
+    assert by_factor[1.5]["edge_start"] == pytest.approx(1.5)
+    capsys.readouterr()
+    for bad, message in (("0", "--lr-factor: must be a positive number"),
+                         ("0.5,0.5", "--lr-factor: 0.5 is listed twice")):
+        assert main([*argv, "--lr-factor", bad]) != 0
+        assert message in capsys.readouterr().err
