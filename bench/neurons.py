@@ -10,7 +10,8 @@
   every layer) at each edge count, in its own process: build time, resident memory against
   weights + indices, forward (1 and 16 samples), VJP and HVP times, the VJP's and HVP's bytes
   streamed per second as a fraction of the copy bandwidth measured in the same process, and
-  the forward against scipy.sparse CSR products of the same graph.
+  the forward against scipy.sparse CSR products of the same graph, and forward, VJP and HVP
+  against a PyTorch gather peer (one thread) on graphs up to --torch-up-to edges.
 
 Results: bench/results/neurons.json (and the report printed).
 """
@@ -166,7 +167,8 @@ def _run_json(script: str, args: list[str], env: dict) -> dict:
 _SCALE_SCRIPT = textwrap.dedent("""
     import json, sys
     from bench.neurons import scale_in_process
-    print(json.dumps(scale_in_process(int(float(sys.argv[1])), int(sys.argv[2]))))
+    print(json.dumps(scale_in_process(int(float(sys.argv[1])), int(sys.argv[2]),
+                                      sys.argv[3] == "torch")))
 """)
 
 
@@ -204,7 +206,7 @@ def run_every_pass(module, ir) -> None:
     module.ntk(w, X, X[:2], False, *args)
 
 
-def scale_in_process(n_edges: int, fan_in: int) -> dict:
+def scale_in_process(n_edges: int, fan_in: int, with_torch: bool = False) -> dict:
     """Build, run and time one random DAG with n_edges edges (see the module docstring)."""
     import scipy.sparse
 
@@ -270,6 +272,12 @@ def scale_in_process(n_edges: int, fan_in: int) -> dict:
                                atol=1e-12)
     times["scipy_forward_1"] = _best(lambda: scipy_forward(X1))
     times["scipy_forward_16"] = _best(lambda: scipy_forward(X16))
+    torch_times = {}
+    if with_torch:
+        peer = torch_peer(ir, w, v, X1, X16)
+        np.testing.assert_allclose(peer["forward_16"]().numpy(),
+                                   module.forward(w, X16, *args), rtol=1e-9, atol=1e-12)
+        torch_times = {name: _best(fn) for name, fn in peer.items()}
     copy = copy_gbps(min(1 << 29, 8 * n_edges))["best"]
     streamed = {  # the bytes each pass must move per edge, gathers of neuron values aside
         # forward reads w and the index; reverse reads them again and writes the gradient
@@ -296,11 +304,76 @@ def scale_in_process(n_edges: int, fan_in: int) -> dict:
         "fraction_of_copy": {k: streamed[k] / times[k] / 1e9 / copy for k in streamed},
         "vs_scipy": {"forward_1": times["forward_1"] / times["scipy_forward_1"],
                      "forward_16": times["forward_16"] / times["scipy_forward_16"]},
+        "torch_seconds": torch_times,
+        "vs_torch": {k: times[k] / t for k, t in torch_times.items()},
     }
 
 
-def bench_scale(n_edges: int, fan_in: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", _SCALE_SCRIPT, str(n_edges), str(fan_in)],
+def torch_peer(ir, w: np.ndarray, v: np.ndarray, X1: np.ndarray, X16: np.ndarray) -> dict:
+    """The same network as a PyTorch gather peer (float64, one thread, eager): per run, the
+    sources' activations gathered by index, times the weights, summed into the run's rows by
+    index_add, scaled, then the run's activation. VJP by autograd, HVP by double backward.
+    Returns the callables {forward_1, forward_16, vjp_1, hvp} (arguments bound)."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch_acts = {"identity": lambda z: z, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+                  "softplus": torch.nn.functional.softplus, "sin": torch.sin,
+                  "gelu": lambda z: torch.nn.functional.gelu(z, approximate="none")}
+    names = list(neurons_codes())
+    index = torch.from_numpy(ir.indices.astype(np.int64))
+    rows = torch.repeat_interleave(torch.arange(ir.n_neurons), torch.from_numpy(
+        np.diff(ir.indptr)))
+    scale = torch.from_numpy(ir.scale)[:, None]
+    runs = [(int(a), int(b), int(ir.indptr[a]), int(ir.indptr[b]), torch_acts[names[c]],
+             int(ir.layer[a])) for a, b, c in ir.runs]
+    outputs = torch.from_numpy(ir.outputs)
+
+    def forward(wt, X):
+        # autograd allows no in-place writes: the buffer grows by a layer's runs at a time
+        buffer, layer, done = X.T, 1, []
+        for first, end, e0, e1, act, run_layer in runs:
+            if run_layer != layer:
+                buffer, layer, done = torch.cat([buffer, *done]), run_layer, []
+            gathered = buffer[index[e0:e1]] * wt[e0:e1, None]
+            z = torch.zeros((end - first, X.shape[0]), dtype=torch.float64).index_add(
+                0, rows[e0:e1] - first, gathered) * scale[first:end]
+            done.append(act(z))
+        return torch.cat([buffer, *done])[outputs].T
+
+    X1 = torch.from_numpy(X1)
+    X16 = torch.from_numpy(X16)
+    wt = torch.from_numpy(w)
+    vt = torch.from_numpy(v)
+
+    def vjp_1():
+        wg = wt.clone().requires_grad_()
+        (g,) = torch.autograd.grad(forward(wg, X1).sum(), wg)
+        return g
+
+    def hvp():
+        wg = wt.clone().requires_grad_()
+        (g,) = torch.autograd.grad(forward(wg, X1)[0, 0], wg, create_graph=True)
+        (h,) = torch.autograd.grad(g @ vt, wg)
+        return h
+
+    def no_grad_forward(X):
+        with torch.no_grad():
+            return forward(wt, X)
+
+    return {"forward_1": lambda: no_grad_forward(X1), "forward_16": lambda: no_grad_forward(X16),
+            "vjp_1": vjp_1, "hvp": hvp}
+
+
+def neurons_codes() -> dict:
+    from dagc.ir import neurons
+
+    return neurons.CODES
+
+
+def bench_scale(n_edges: int, fan_in: int, with_torch: bool) -> dict:
+    out = subprocess.run([sys.executable, "-c", _SCALE_SCRIPT, str(n_edges), str(fan_in),
+                          "torch" if with_torch else "-"],
                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
     if out.returncode != 0:
         return {"edges": n_edges, "error": out.stderr.strip().splitlines()[-1:]}
@@ -312,6 +385,8 @@ def main(argv=None) -> None:
     parser.add_argument("--edges", type=float, nargs="*", default=[1e7])
     parser.add_argument("--fan-in", type=int, default=100)
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--torch-up-to", type=float, default=1e7,
+                        help="run the PyTorch gather peer on graphs up to this many edges")
     args = parser.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     from bench.machine import info, load_average
@@ -321,7 +396,7 @@ def main(argv=None) -> None:
         results["compile"] = {**bench_compile(), "load_average": load_average()}
         print(json.dumps(results["compile"], indent=1), flush=True)
     for edges in args.edges:
-        result = bench_scale(int(edges), args.fan_in)
+        result = bench_scale(int(edges), args.fan_in, edges <= args.torch_up_to)
         results.setdefault("scale", {})[str(int(edges))] = result
         print(json.dumps(result, indent=1), flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
