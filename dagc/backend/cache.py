@@ -25,6 +25,7 @@ from types import ModuleType
 from ..errors import DagcError
 from ..ir.graph import IR
 from . import jit as jit_module
+from . import locations
 from . import render as codegen
 
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -42,9 +43,9 @@ _LOADED: dict[tuple[Path, bool], ModuleType] = {}
 
 def cache_dir() -> Path:
     """Where generated modules (and numba's cache beside them) live: $DAGC_CACHE_DIR or
-    ~/.cache/dagc, plus `generated`."""
-    root = os.environ.get("DAGC_CACHE_DIR") or Path.home() / ".cache" / "dagc"
-    return Path(root) / "generated"
+    ~/.cache/dagc, plus `generated`; a private temporary directory, with one warning, when
+    that one is not private and writable (`dagc.backend.locations`)."""
+    return locations.generated_dir()
 
 
 @functools.cache

@@ -24,9 +24,19 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
+import numba
 from numba import njit
 from numba.core.dispatcher import Dispatcher
+
+from . import locations
+
+# Before any cached function is defined: numba raises at definition when it finds nowhere to
+# write its cache, which would make `import dagc` fail without a writable HOME.
+_NUMBA_DIR = locations.numba_cache_dir(Path(__file__).resolve().parents[1])
+if _NUMBA_DIR is not None and not numba.config.CACHE_DIR:
+    numba.config.CACHE_DIR = str(_NUMBA_DIR)
 
 jit = njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
 jit_uncached = njit(cache=False, error_model="numpy", no_cfunc_wrapper=True)

@@ -1,6 +1,8 @@
 """The `dagc` command: inspect, compile, sweep, report.
 
-Errors in the user's input are one line on stderr and exit status 2, never a traceback.
+Errors in the user's input are one line on stderr and exit status 2, never a traceback. What
+the user wrote (paths, node ids) is printed with its control characters escaped, and an
+error line is cut to MAX_MESSAGE characters (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ import argparse
 import os
 import sys
 
-from ..backend import cache
+from ..backend import cache, locations
 from ..errors import DagcError
 from ..frontend import spec
 from ..ir import graph
 from ..ops.activations import ACTIVATIONS
+from ..untrusted import MAX_MESSAGE, printable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except DagcError as err:
-        print(f"dagc: error: {err}", file=sys.stderr)
+        print(f"dagc: error: {printable(err, MAX_MESSAGE)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dagc: interrupted", file=sys.stderr)
@@ -52,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     comp = commands.add_parser("compile", help="generate the module and print its path")
     _arch_arguments(comp)
     comp.add_argument("-o", "--output", metavar="DIR",
-                      help=f"directory for the module (default: {cache.cache_dir()})")
+                      help="directory for the module (default: "
+                           f"{printable(locations.configured_root() / 'generated')})")
     comp.set_defaults(run=_compile)
 
     from . import sweep as sweep_cli  # the sweep and report commands
@@ -80,11 +84,11 @@ def _inspect(args) -> None:
         act = "input" if b.is_input else b.act + (" (output)" if b.is_output else "")
         rows.append((b.name, str(b.size), act, str(b.layer), degree, sources))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"{ir.name} ({ir.spec.path}), width = {ir.width}")
+    print(f"{ir.name} ({printable(ir.spec.path)}), width = {ir.width}")
     for row in rows:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"width m = {ir.width_m}   depth L = {ir.depth}   parameters P = {ir.n_params:,}")
-    shown = ", ".join(ir.bottlenecks[:10]) + (
+    shown = ", ".join(printable(name, 60) for name in ir.bottlenecks[:10]) + (
         f" and {len(ir.bottlenecks) - 10} more" if len(ir.bottlenecks) > 10 else "")
     print(f"bottlenecks (in-degree = m): {shown or 'none (no neuron beyond layer 1)'}")
     for name in sorted({b.act for b in ir.blocks if b.act and not ACTIVATIONS[b.act].smooth}):

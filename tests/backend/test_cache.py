@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from conftest import arch_path
 
 import dagc
 from dagc import DagcError
-from dagc.backend import cache
+from dagc.backend import cache, locations
 from dagc.frontend import spec
 from dagc.ir import graph
 
@@ -101,3 +102,74 @@ net.factored_hessian(w, X).apply(np.ones((2, net.factored_hessian(w, X).size)))
 """ + NOTHING_COMPILED
     result = run_python(code, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --- where the cache lives: private, writable, or a private temporary directory -------------
+
+def test_help_and_import_need_no_home_and_compile_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGC_CACHE_DIR", "NUMBA_CACHE_DIR")}
+    env["HOME"] = "/nonexistent"
+    code = "import runpy, sys\nsys.argv = ['dagc', '--help']\nrunpy.run_module('dagc')\n"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage: dagc" in done.stdout and done.stderr == ""
+    done = subprocess.run([sys.executable, "-c", "import dagc\n" + NOTHING_COMPILED], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+    assert not Path("/nonexistent").exists()
+
+
+def test_an_unwritable_cache_falls_back_to_a_private_temporary_one(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, HOME="/nonexistent", TMPDIR=str(tmp_path / "tmp"),
+               DAGC_CACHE_DIR=str(tmp_path / "a_file" / "cache"))  # cannot be created
+    code = (f"import dagc\nfor _ in range(2):\n"
+            f"    net = dagc.compile({str(arch_path('tiny'))!r}, jit=False)\n"
+            "print(net.module.__file__)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fallback = tmp_path / "tmp" / f"dagc-{os.geteuid()}"
+    assert Path(done.stdout.strip()).parent == fallback / "generated"
+    assert done.stderr.count("dagc: the cache directory") == 1, done.stderr
+    assert "a_file/cache/generated cannot be created" in done.stderr
+    assert fallback.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.fixture
+def configured(tmp_path, monkeypatch):
+    """A cache directory of the test's own and a fresh temporary directory."""
+    monkeypatch.setenv("DAGC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    locations._usable.cache_clear()
+    yield tmp_path / "cache"
+    locations._usable.cache_clear()
+
+
+def test_a_cache_writable_by_others_is_refused(configured, tmp_path):
+    (configured / "generated").mkdir(parents=True)
+    (configured / "generated").chmod(0o777)
+    with pytest.warns(UserWarning, match=r"generated is writable by other users; using "):
+        directory = cache.cache_dir()
+    assert directory == tmp_path / "tmp" / f"dagc-{os.geteuid()}" / "generated"
+    (configured / "generated").chmod(0o700)
+    locations._usable.cache_clear()
+    assert cache.cache_dir() == configured / "generated"
+
+
+def test_a_taken_temporary_name_gives_a_fresh_private_directory(configured, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "tmp" / f"dagc-{os.geteuid()}").symlink_to(tmp_path / "elsewhere")
+    fallback = locations.private_temp_dir()
+    assert fallback.parent == tmp_path / "tmp" and fallback.name != f"dagc-{os.geteuid()}"
+    assert fallback.stat().st_mode & 0o777 == 0o700
+
+
+def test_numba_gets_the_cache_when_the_package_is_read_only(configured, monkeypatch):
+    package = Path(dagc.__file__).parent
+    assert locations.numba_cache_dir(package) is None  # writable here: numba's default
+    monkeypatch.setattr(locations, "_can_write", lambda d: "__pycache__" not in str(d))
+    assert locations.numba_cache_dir(package) == configured / "numba"
