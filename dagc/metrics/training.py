@@ -277,8 +277,8 @@ def _train_size(net: CompiledNet, options: Options) -> int:
     return options.train_size or 2 * net.n_in
 
 
-def _training_fields(net: CompiledNet, options: Options, result: TrainResult, w0: np.ndarray,
-                     n: int, lam_max0: float, lam_max_end: float) -> dict:
+def _training_fields(options: Options, result: TrainResult, w0: np.ndarray, n: int,
+                     lam_max0: float, lam_max_end: float) -> dict:
     """What both training metrics record about the run itself."""
     edge_start = result.eta * lam_max0 / (2 * n)
     edge_end = result.eta * lam_max_end / (2 * n)
@@ -298,8 +298,7 @@ def _training_fields(net: CompiledNet, options: Options, result: TrainResult, w0
 
 
 def _run(net: CompiledNet, seed: int, options: Options, w0: np.ndarray, X: np.ndarray,
-         Y: np.ndarray, K0: np.ndarray, hook: StepHook) -> TrainResult:
-    eta = step_size(net, options, K0, len(X))
+         Y: np.ndarray, eta: float, hook: StepHook) -> TrainResult:
     rng = generator(seed, "sgd_batches") if options.batch_size else None
     return train(net, w0, X, Y, options.loss_drop, options.max_steps, eta=eta,
                  batch_size=options.batch_size, rng=rng, on_step=hook)
@@ -310,7 +309,8 @@ def _measure_ntk_change(net: CompiledNet, seed: int, options: Options) -> dict:
     X, Y = regression_set(net, seed, _train_size(net, options), options.targets)
     K0 = ntk_matrix(net, w0, X)
     path = KernelPath(net, X, K0)
-    result = _run(net, seed, options, w0, X, Y, K0, path.on_step)
+    result = _run(net, seed, options, w0, X, Y, step_size(net, options, K0, len(X)),
+                  path.on_step)
     path.finish(result)
     return {
         "value": path.max_change,
@@ -318,7 +318,7 @@ def _measure_ntk_change(net: CompiledNet, seed: int, options: Options) -> dict:
         "pl_ratio": path.pl_ratio,
         "min_eig_change": abs(path.min_end - path.min0) / abs(path.min0),
         "lambda_max_ratio": path.max_end / path.max0,
-        **_training_fields(net, options, result, w0, len(X), path.max0, path.max_end),
+        **_training_fields(options, result, w0, len(X), path.max0, path.max_end),
     }
 
 
@@ -329,14 +329,15 @@ def _measure_lin_gap(net: CompiledNet, seed: int, options: Options) -> dict:
     X_all = np.concatenate([X, heldout_inputs(net, seed, n)])
     K0_all = ntk_matrix(net, w0, X_all, X)
     K0 = np.ascontiguousarray(K0_all[:Y.size])
-    linear = LinearizedModel(net, w0, X_all, Y, K0_all, step_size(net, options, K0, n))
-    result = _run(net, seed, options, w0, X, Y, K0, linear.on_step)
+    eta = step_size(net, options, K0, n)
+    linear = LinearizedModel(net, w0, X_all, Y, K0_all, eta)
+    result = _run(net, seed, options, w0, X, Y, eta, linear.on_step)
     lam_max_end = float(np.linalg.eigvalsh(ntk_matrix(net, result.w, X))[-1])
     return {
         "value": linear.gap,
         "gap_end": linear.gap_end,
         "lin_loss": linear.loss(),
-        **_training_fields(net, options, result, w0, n, _top_eigenvalue(K0), lam_max_end),
+        **_training_fields(options, result, w0, n, _top_eigenvalue(K0), lam_max_end),
     }
 
 
@@ -381,7 +382,9 @@ register(Metric(
                  "the worst-case Hessian norm m^-1/2. Controls that must not decay (slope 0): "
                  "the catapult (1 < lr_factor < 2: lambda_max(K) falls by a width-independent "
                  "fraction) and a mean-field output (output_scale: 1 in the file: the kernel "
-                 "moves by O(1) relative to itself).",
+                 "moves by O(1) relative to itself). Use a one-hidden-layer network for the "
+                 "mean-field control: deeper ones under one step size for every layer "
+                 "diverge (their hidden layers would need muP's per-layer steps).",
     fields={"value": "max_t ||K_t - K_0||_F / ||K_0||_F over the sampled steps",
             "ntk_change_end": "||K_T - K_0||_F / ||K_0||_F at the end of training",
             "pl_ratio": "min_t lambda_min(K_t) / lambda_min(K_0) over the sampled steps: the "
@@ -403,8 +406,11 @@ register(Metric(
     expected_slope=-1.0,
     slope_reason="The gap accumulates the network's curvature along the path: O(1) distance "
                  "travelled times the 1/m curvature along the gradient (as ntk_change). "
-                 "Controls that must not decay: the catapult and a mean-field output "
-                 "(output_scale: 1), where training leaves the linear model behind.",
+                 "Controls that must not decay: a mean-field output (output_scale: 1), where "
+                 "training leaves the linear model behind, and the catapult (1 < lr_factor < "
+                 "2), where the linearized model itself diverges (its top mode grows by |1 - "
+                 "2 lr_factor| per step: its kernel never falls) while the network converges, "
+                 "so the gap grows with the steps taken.",
     fields={"value": "max_t rms over held-out x* of ||f(w_t; x*) - f_lin(x*)|| / rms(Y)",
             "gap_end": "the same distance at the end of training",
             "lin_loss": "the linearized model's training loss after the same steps",
