@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DagcError
 from ..linalg.lanczos import arpack_norm, lanczos_norms
-from ..linalg.spectrum import top_eigenpairs
+from ..linalg.spectrum import Matvec, top_eigenpairs
 from ..runtime import CompiledNet, FactoredHessian
 from .inputs import generator, sweep_inputs, unit_vector
 from .options import (
@@ -23,13 +23,14 @@ from .options import (
     check_int,
     check_matrix,
     check_method,
+    check_number,
     check_seed,
     check_tol,
     check_vector,
 )
 from .registry import Metric, register
 
-__all__ = ["hessian_norm", "hessian_norms", "dense_hessian", "top_curvature",
+__all__ = ["hessian_norm", "hessian_norms", "dense_hessian", "hessian_operator", "top_curvature",
            "eigenvalue_gradient", "project_to_ball", "BallAscent", "ball_ascent",
            "hidden_blocks", "hidden_hessian_norms", "preactivation_norms"]
 
@@ -133,16 +134,30 @@ THIRD_DERIVATIVE_STEP = 1e-5
 _FIRST_STEP = 0.5
 
 
+def hessian_operator(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int = 0,
+                     indices: np.ndarray | None = None) -> tuple[Matvec, int]:
+    """(matvec, size): the Hessian of output ``output`` at (w, x), or its principal submatrix
+    on ``indices`` (see `dagc.metrics.spectra.parameter_indices`)."""
+    w = check_vector(w, "w", net.n_params)
+    x = check_vector(x, "x", net.n_in)
+    out = np.empty(net.n_params)
+    if indices is None:
+        return (lambda v: net.hvp(w, x, np.ascontiguousarray(v.reshape(-1)), output,
+                                  out=out).copy()), net.n_params
+    full = np.zeros(net.n_params)
+
+    def restricted(v: np.ndarray) -> np.ndarray:
+        full[indices] = v.reshape(-1)
+        return net.hvp(w, x, full, output, out=out)[indices]
+
+    return restricted, len(indices)
+
+
 def top_curvature(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int, tol: float,
                   v0: np.ndarray) -> tuple[float, np.ndarray]:
     """(lambda, v): the Hessian's eigenvalue of largest magnitude, with its sign, and its unit
     eigenvector, at (w, x) for output ``output`` (ARPACK on HVPs, from the start ``v0``)."""
-    out = np.empty(net.n_params)
-
-    def matvec(v: np.ndarray) -> np.ndarray:
-        return net.hvp(w, x, np.ascontiguousarray(v.reshape(-1)), output, out=out).copy()
-
-    values, vectors = top_eigenpairs(matvec, net.n_params, 1, v0, tol)
+    values, vectors = top_eigenpairs(*hessian_operator(net, w, x, output), 1, v0, tol)
     return float(values[0]), vectors[:, 0]
 
 
@@ -191,6 +206,7 @@ def ball_ascent(net: CompiledNet, w0: np.ndarray, x: np.ndarray, output: int = 0
     w0 = check_vector(w0, "w0", net.n_params)
     x = check_vector(x, "x", net.n_in)
     check_int(steps, "steps", minimum=0)
+    radius = check_number(radius, "radius", 0.0, strict=True)
     tol = max(check_tol(tol, "tol"), 10 * np.finfo(np.float64).eps)
     v0 = generator(seed, "lanczos").standard_normal(net.n_params)
     lam, v = top_curvature(net, w0, x, output, tol, v0)
@@ -202,14 +218,15 @@ def ball_ascent(net: CompiledNet, w0: np.ndarray, x: np.ndarray, output: int = 0
         start = project_to_ball(w0 + radius * u, w0, radius)
         found = _ascend(net, w0, start, top_curvature(net, start, x, output, tol, v), x,
                         output, radius, steps, tol)
-        if found.value > best.value:
-            best = found
-    return BallAscent(best.value, best.w, abs(lam))
+        best = max(best, found, key=lambda result: result[0])
+    return BallAscent(best[0], best[1], abs(lam))
 
 
 def _ascend(net: CompiledNet, w0: np.ndarray, w: np.ndarray, pair: tuple[float, np.ndarray],
-            x: np.ndarray, output: int, radius: float, steps: int, tol: float) -> BallAscent:
-    """`ball_ascent` from one start w, whose top eigenpair is ``pair``."""
+            x: np.ndarray, output: int, radius: float, steps: int, tol: float
+            ) -> tuple[float, np.ndarray]:
+    """`ball_ascent` from one start w, whose top eigenpair is ``pair``: (the best
+    |lambda_top| found, where)."""
     lam, v = pair
     eta = _FIRST_STEP * radius
     for _ in range(steps):
@@ -223,7 +240,7 @@ def _ascend(net: CompiledNet, w0: np.ndarray, w: np.ndarray, pair: tuple[float, 
             w, lam, v = trial, trial_lam, trial_v
         else:
             eta /= 2
-    return BallAscent(abs(lam), w, float("nan"))
+    return abs(lam), w
 
 
 # --------------------------------------------------------------------------------------------

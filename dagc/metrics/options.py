@@ -38,6 +38,9 @@ class Options:
                                  "step length along each direction (linearization)")
     ball_points: int = _option(4, "random points w0 + R u, ||u|| = 1, of hessian_ball")
     directions: int = _option(4, "random unit directions u of linearization")
+    ascent_steps: int = _option(8, "trial steps of hessian_ball's projected ascent from each "
+                                   "of its five starts")
+    hidden_neurons: int = _option(4, "neurons sampled per hidden block by hessian_hidden")
     train_size: int = _option(0, "n: points of the training set of ntk_change and lin_gap "
                                  "(0: 2 n_in, so n > n_in and the kernel is not diagonal); "
                                  "lin_gap holds out as many again")
@@ -63,9 +66,9 @@ class Options:
         if self.targets not in TARGETS:
             raise DagcError(f"options.targets: unknown {self.targets!r}; known: "
                             f"{', '.join(TARGETS)}")
-        for name in ("inputs", "ball_points", "directions"):
+        for name in ("inputs", "ball_points", "directions", "hidden_neurons"):
             check_int(getattr(self, name), f"options.{name}", minimum=1)
-        for name in ("train_size", "max_steps", "batch_size"):
+        for name in ("train_size", "max_steps", "batch_size", "ascent_steps"):
             check_int(getattr(self, name), f"options.{name}", minimum=0)
         # Store floats as floats, so Options(radius=1) and Options(radius=1.0) serialize alike.
         for name, low, strict in (("radius", 0.0, True), ("loss_drop", 1.0, True),

@@ -24,12 +24,13 @@ from ..linalg.spectrum import (
     top_eigenpairs,
 )
 from ..runtime import CompiledNet
+from .curvature import hessian_operator
 from .inputs import generator, regression_set
 from .options import Options, check_int, check_seed, check_tol, check_vector
 from .registry import Metric, register
 from .training import ntk_matrix
 
-__all__ = ["parameter_indices", "hessian_operator", "hessian_eigs", "hessian_trace",
+__all__ = ["parameter_indices", "hessian_eigs", "hessian_trace",
            "hessian_density", "loss_hessian_parts", "loss_hessian_norms"]
 
 
@@ -52,25 +53,6 @@ def parameter_indices(net: CompiledNet, block: str | None = None,
                         for src, dst, *_ in net.layout})
         raise DagcError(what + ", ".join(known))
     return np.concatenate([np.arange(o, o + int(np.prod(s))) for o, s in pieces])
-
-
-def hessian_operator(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int = 0,
-                     indices: np.ndarray | None = None) -> tuple[Matvec, int]:
-    """(matvec, size): the Hessian of output ``output`` at (w, x), or its principal submatrix
-    on ``indices`` (see `parameter_indices`)."""
-    w = check_vector(w, "w", net.n_params)
-    x = check_vector(x, "x", net.n_in)
-    out = np.empty(net.n_params)
-    if indices is None:
-        return (lambda v: net.hvp(w, x, np.ascontiguousarray(v.reshape(-1)), output,
-                                  out=out).copy()), net.n_params
-    full = np.zeros(net.n_params)
-
-    def restricted(v: np.ndarray) -> np.ndarray:
-        full[indices] = v.reshape(-1)
-        return net.hvp(w, x, full, output, out=out)[indices]
-
-    return restricted, len(indices)
 
 
 def hessian_eigs(net: CompiledNet, w: np.ndarray, x: np.ndarray, k: int = 1, output: int = 0,
