@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
+import numpy as np
+
+from .. import __version__
 from ..backend import cache, locations
 from ..errors import DagcError
 from ..frontend import spec
@@ -46,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dagc", description="Compile DAG neural networks to numba code and measure "
                                  "their transition to linearity.")
+    parser.add_argument("--version", action="version", version=f"dagc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="blocks, sizes, layers, width m, depth, P")
@@ -57,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", metavar="DIR",
                       help="directory for the module (default: "
                            f"{printable(locations.configured_root() / 'generated')})")
+    comp.add_argument("--jit", action="store_true",
+                      help="also compile every pass now (numba's cache keeps them for later "
+                           "runs), one progress line per pass on stderr")
     comp.set_defaults(run=_compile)
 
     from . import sweep as sweep_cli  # the sweep and report commands
@@ -68,9 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 def _arch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("arch", help="architecture file or bundled name "
                                      f"({', '.join(spec.bundled_names())})")
-    parser.add_argument("--width", type=int, help="value of `width` (default: the file's)")
+    parser.add_argument("--width", type=int, help="value of `width` (default: the file's "
+                                                   "`width`)")
     parser.add_argument("--graph-seed", type=int, help="seed of sparse connections "
-                                                        "(default: the file's graph_seed)")
+                                                        "(default: the file's graph_seed, else 0)")
 
 
 def _inspect(args) -> None:
@@ -108,7 +117,36 @@ def _compile(args) -> None:
         path = cache.write_module(ir, directory)
     except OSError as err:
         raise DagcError(f"{directory}: cannot write the module: {err.strerror or err}") from None
+    if args.jit:
+        from ..runtime import CompiledNet
+
+        _warm(CompiledNet(ir, cache.load_module(path)))
     print(path)
+
+
+def _warm(net) -> None:
+    """Call every pass once on a small input, so numba compiles (or loads) each now."""
+    w, X = net.init(0), np.full((2, net.n_in), 0.5)
+    C = np.ones((2, net.n_out))
+    passes = {
+        "forward": lambda: net.forward(w, X),
+        "vjp": lambda: net.vjp(w, X, C),
+        "mse_gradient": lambda: net.mse_gradient(w, X, C),
+        "jacobian": lambda: net.jacobian(w, X),
+        "hvp": lambda: net.hvp(w, X[0], w),
+        "factored_hessian": lambda: _apply_factored(net.factored_hessian(w, X)),
+        "ntk": lambda: (net.ntk(w, X), net.ntk(w, X, X[:1])),
+    }
+    for k, (name, run) in enumerate(passes.items(), start=1):
+        start = time.perf_counter()
+        print(f"compiling {net.name}: {name} ({k}/{len(passes)})", end="", file=sys.stderr,
+              flush=True)
+        run()
+        print(f" {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+
+
+def _apply_factored(hessian) -> None:
+    hessian.apply(np.ones((hessian.rows, hessian.size)))
 
 
 if __name__ == "__main__":

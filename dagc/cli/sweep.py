@@ -6,6 +6,7 @@ is written: bad input is a one-line `DagcError` and leaves the store untouched.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
@@ -39,8 +40,7 @@ def add_commands(commands) -> None:
     p.add_argument("--metrics", metavar="M,M,...",
                    help=f"of {', '.join(sweep.METRICS)}, defined in docs/metrics.md "
                         f"(default: {_csv(DEFAULT_METRICS)})")
-    p.add_argument("--inputs", metavar="N", help=_option_help(
-        "inputs", f"--quick: {sweep.QUICK_OPTIONS['inputs']}"))
+    p.add_argument("--inputs", metavar="N", help=_option_help("inputs"))
     p.add_argument("--radius", metavar="R", help=_option_help("radius"))
     p.add_argument("--ball-points", metavar="N", help=_option_help("ball_points"))
     p.add_argument("--directions", metavar="N", help=_option_help("directions"))
@@ -67,7 +67,8 @@ def add_commands(commands) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a small sweep for a first look: widths " + _csv(sweep.QUICK_WIDTHS)
                         + f", {sweep.QUICK_SEEDS} seeds, metrics {_csv(sweep.QUICK_METRICS)}, "
-                        f"few inputs; writes the report to {DEFAULT_REPORT_DIR}/")
+                        "the usual measurement options (a normal run reuses its cells); "
+                        f"writes the report to {DEFAULT_REPORT_DIR}/")
     p.add_argument("--report-dir", metavar="DIR",
                    help="also write the CSV, plot and JSON summary there")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -106,7 +107,7 @@ def _sweep(args) -> int:
         (sweep.QUICK_SEEDS if quick else DEFAULT_SEEDS)
     metrics = _metrics(args.metrics) if args.metrics is not None else \
         (sweep.QUICK_METRICS if quick else DEFAULT_METRICS)
-    overrides = dict(sweep.QUICK_OPTIONS) if quick else {}
+    overrides = {}
     for name in ("inputs", "ball_points", "directions"):
         if getattr(args, name) is not None:
             option = "--" + name.replace("_", "-")
@@ -263,7 +264,10 @@ def _metrics(text: str) -> tuple[str, ...]:
     metrics = tuple(_items(text, "--metrics"))
     for metric in metrics:
         if metric not in known:
-            raise DagcError(f"--metrics: unknown metric {metric!r} (known: {', '.join(known)})")
+            close = difflib.get_close_matches(metric, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DagcError(f"--metrics: unknown metric {metric!r} ({hint}known: "
+                            f"{', '.join(known)})")
     return metrics
 
 

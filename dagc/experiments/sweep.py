@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import statistics
 import sys
 import time
 import traceback
@@ -43,11 +44,11 @@ from .store import Store, host_name
 
 # The metric registry (docs/metrics.md): names, the options each reads, labels, slopes.
 METRICS = measure.METRICS
-# `dagc sweep --quick`: a first look in a few minutes on two cores.
+# `dagc sweep --quick`: a first look in a few minutes on two cores. Only fewer widths and
+# seeds, never other measurement options, so a normal run reuses every cell it shares with it.
 QUICK_WIDTHS = (32, 64, 128, 256)
 QUICK_SEEDS = 2
 QUICK_METRICS = ("hessian", "gradient")
-QUICK_OPTIONS = dict(inputs=2)
 # Cells one sweep may plan: a million cells of a millisecond each are a quarter-hour's run,
 # and a grid beyond that is a typo (`--seeds 1000000000`) to refuse before memory runs out.
 MAX_CELLS = 1_000_000
@@ -170,6 +171,10 @@ def load_architectures(names: Sequence[str | Path], widths: Sequence[int],
         parsed = spec.load(name)  # reads the graph file, if any, once: the digest covers it
         path = str(Path(parsed.path).resolve())
         parsed = dataclasses.replace(spec.parse(parsed.text, path), graph_data=parsed.graph_data)
+        if parsed.width_free and len(widths) > 1:
+            raise DagcError(f"{printable(str(name))}: the network does not depend on `width` "
+                            "(a fixed graph or fixed sizes): sweep it at one width "
+                            f"(--widths 1), not {len(widths)}")
         start = time.perf_counter()
         for i, width in enumerate(sorted(widths)):
             ir = graph.build(parsed, width)
@@ -353,6 +358,28 @@ def _numba_threads(count: int) -> int | None:
 
 # --- the sweep ------------------------------------------------------------------------------
 
+class _Measured:
+    """The progress bar's time estimate, from measured cells only: the median time of the
+    cells run after their architecture's first (which compiles), times the cells left,
+    over the cells that run at once."""
+
+    def __init__(self):
+        self.archs: set[str] = set()  # digests with a finished cell in this run
+        self.seconds: list[float] = []
+        self.parallel = 1
+
+    def add(self, result: Result, parallel: int) -> None:
+        if result.cell.digest in self.archs:
+            self.seconds.append(result.elapsed)
+        self.archs.add(result.cell.digest)
+        self.parallel = max(self.parallel, parallel)
+
+    def seconds_left(self, cells: int) -> float | None:
+        if not self.seconds:
+            return None
+        return statistics.median(self.seconds) * cells / self.parallel
+
+
 def run_sweep(cells: Sequence[Cell], store: Store, executor: Callable[..., Iterator[Result]],
               progress: bool = True) -> Outcome:
     """Run the cells of a planned grid that the store does not hold finished with `executor`
@@ -367,15 +394,22 @@ def run_sweep(cells: Sequence[Cell], store: Store, executor: Callable[..., Itera
     from tqdm import tqdm
 
     running: dict[tuple, Cell] = {}
+    measured = _Measured()
+    # tqdm's own estimate would extrapolate from the compiles too: ours is in the postfix
     bar = tqdm(total=len(cells), initial=outcome.skipped, unit="cell", desc="sweep",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True, smoothing=0.1)
+               file=sys.stderr, disable=not progress, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
     def show(refresh: bool) -> None:
         label = ""
         if running:
-            label = next(reversed(running.values())).label
+            cell = next(reversed(running.values()))
+            # an architecture's first cells here compile its passes (or load them from cache)
+            label = cell.label if cell.digest in measured.archs else f"compiling {cell.arch}"
             label += f" (+{len(running) - 1} more)" if len(running) > 1 else ""
-        bar.set_postfix_str(label, refresh=refresh)
+        left = measured.seconds_left(len(todo) - outcome.ran)
+        bar.set_postfix_str(label + ("" if left is None else f", ~{left:.0f} s left"),
+                            refresh=refresh)
 
     def started(cell: Cell) -> None:
         running[cell.key] = cell
@@ -385,6 +419,7 @@ def run_sweep(cells: Sequence[Cell], store: Store, executor: Callable[..., Itera
     try:
         for result in results:
             store.record(result.row())
+            measured.add(result, parallel=len(running))
             running.pop(result.cell.key, None)
             outcome.ran += 1
             if result.status != "ok":

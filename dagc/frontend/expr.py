@@ -59,6 +59,11 @@ def evaluate(tree: Expr, width: int | None, where: str) -> int:
     return int(value)
 
 
+def uses_width(tree: Expr) -> bool:
+    """Whether the expression's value depends on `width`."""
+    return tree[0] == "width" or any(isinstance(t, tuple) and uses_width(t) for t in tree[1:])
+
+
 def exact(tree: Expr, width: int, where: str) -> Fraction:
     """The exact rational value at any `width`, unchecked (neither integral, positive nor
     bounded): how a size behaves as width grows (the infinite-width limits)."""

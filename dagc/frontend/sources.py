@@ -31,7 +31,7 @@ def to_spec(arch, act: str = "tanh") -> spec.Spec:
     if isinstance(arch, dict):
         return _from_dict(arch)
     if isinstance(arch, str) and "\n" in arch:  # no file or bundled name holds a newline
-        return spec.parse(arch, "<yaml>")
+        return spec.read_graph(spec.parse(arch, "<yaml>"))
     if isinstance(arch, (str, os.PathLike)):
         return spec.load(arch)
     raise DagcError(f"architecture: expected a file path, bundled name, YAML text, dict or "
@@ -45,7 +45,7 @@ def _from_dict(doc: dict) -> spec.Spec:
     except yaml.YAMLError as err:
         raise DagcError(f"<dict>: not in the architecture file's schema: "
                         f"{' '.join(str(err).split())}") from None
-    return spec.parse(text, "<dict>")
+    return spec.read_graph(spec.parse(text, "<dict>"))
 
 
 def _from_graph(graph: nx.Graph, act: str) -> spec.Spec:
@@ -66,8 +66,8 @@ def _from_graph(graph: nx.Graph, act: str) -> spec.Spec:
         raise DagcError(f"<graph>: the `act` attributes must be activation names: {err}") \
             from None
     path = _graph_file(text)
-    return spec.parse(f"name: graph\nact: {json.dumps(act)}\ngraph: {json.dumps(str(path))}\n",
-                      "<graph>")
+    return spec.read_graph(spec.parse(
+        f"name: graph\nact: {json.dumps(act)}\ngraph: {json.dumps(str(path))}\n", "<graph>"))
 
 
 def _graph_file(text: str) -> Path:

@@ -7,6 +7,7 @@ expressions in `width`; `graph.build` resolves them.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -88,6 +89,18 @@ class Spec:
     graph_data: bytes | None = field(default=None, repr=False)
 
     @property
+    def width_free(self) -> bool:
+        """Whether `width` changes nothing: a fixed graph file, or no size that uses it."""
+        if isinstance(self.graph, Path):
+            return True
+        if isinstance(self.graph, RandomDag):
+            sizes = [self.graph.inputs, self.graph.size, self.graph.fan_in]
+        else:
+            sizes = [size for _, size in self.inputs] + [b.size for b in self.blocks] + [
+                s.fan_in for b in self.blocks for s in b.sources if s.fan_in is not None]
+        return not any(expr.uses_width(size) for size in sizes)
+
+    @property
     def digest(self) -> str:
         """Hash of the file text, and of the graph file's bytes once read (`read_graph`):
         identifies exactly what was compiled."""
@@ -114,9 +127,10 @@ def resolve(arch: str | Path) -> Path:
         pass
     if isinstance(arch, str) and arch in bundled_names():
         return BUNDLED_DIR / f"{arch}.yaml"
+    close = difflib.get_close_matches(str(arch), bundled_names(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     raise DagcError(f"{printable(arch, 200) or repr('')}: no such architecture file or "
-                    "bundled architecture "
-                    f"(bundled: {', '.join(bundled_names())})")
+                    f"bundled architecture ({hint}bundled: {', '.join(bundled_names())})")
 
 
 def load(arch: str | Path) -> Spec:

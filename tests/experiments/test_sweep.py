@@ -446,7 +446,7 @@ def test_cli_quick_preset(tmp_path, fake, capsys, monkeypatch):
     assert sorted({r["width"] for r in rows}) == list(sweep.QUICK_WIDTHS)
     assert {r["seed"] for r in rows} == set(range(sweep.QUICK_SEEDS))
     assert {r["metric"] for r in rows} == set(sweep.QUICK_METRICS)
-    assert {r["options"]["inputs"] for r in rows} == {sweep.QUICK_OPTIONS["inputs"]}
+    assert {r["options"]["inputs"] for r in rows} == {sweep.default_options()["inputs"]}
     assert len(rows) == 2 * 4 * 2 * 2
     assert (tmp_path / "report" / "loglog.png").exists()
     assert "bottleneck" in out  # the note on width m
