@@ -228,8 +228,10 @@ class CompiledNet:
         if out is None:
             return np.empty(self.n_params)
         if not (isinstance(out, np.ndarray) and out.dtype == np.float64
-                and out.shape == (self.n_params,) and out.flags.c_contiguous):
-            raise DagcError(f"out: expected a contiguous float64 array of shape ({self.n_params},)")
+                and out.shape == (self.n_params,) and out.flags.c_contiguous
+                and out.flags.writeable):  # numba refuses a read-only one with a TypingError
+            raise DagcError(f"out: expected a writable contiguous float64 array of shape "
+                            f"({self.n_params},)")
         return out
 
     def _batch(self, X, name: str) -> np.ndarray:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DagcError
+from ..untrusted import check_regular
 from . import fit
 from .fit import Estimate
 from .store import Store
@@ -149,6 +150,7 @@ def load(path: str | Path) -> list[dict]:
 def read_csv(path: str | Path) -> list[dict]:
     """The cells of a CSV written by `write_csv`, typed as `Store.rows` returns them."""
     path = Path(path)
+    check_regular(path)  # a FIFO would block the open
     try:
         with open(path, newline="") as handle:
             table = list(csv.DictReader(handle))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dagc import runtime
@@ -78,20 +79,20 @@ def _store(path: Path, *rows: dict) -> Path:
     return path
 
 
-def _in_subprocess(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def _in_subprocess(code: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd)
 
 
 @pytest.mark.parametrize("command", ["report", "sweep"])
 def test_a_fifo_as_store_is_refused_not_waited_on(tmp_path, command):
     fifo = tmp_path / "results.sqlite"
     os.mkfifo(fifo)
-    args = {"report": ["report", str(fifo)],
+    args = {"report": ["report", str(fifo), "--json"],
             "sweep": ["sweep", "mlp3", "--widths", "4", "--seeds", "1", "--metrics",
                       "gradient", "--db", str(fifo), "--no-progress"]}[command]
     done = _in_subprocess(f"import sys\nfrom dagc import cli\nsys.exit(cli.main({args!r}))",
-                          timeout=60)  # blocked forever before
+                          tmp_path)  # blocked forever before
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().endswith("results.sqlite: cannot read: not a regular file")
     assert stat.S_ISFIFO(fifo.stat().st_mode)
@@ -141,5 +142,48 @@ def test_a_corrupt_row_is_named_by_its_key_and_measured_again(tmp_path, column, 
         assert store.finished() == {("a", "d", 8, 0, "gradient", "o")}
         store.record(_row(seed=1))  # what a rerun does
         assert [r["seed"] for r in store.rows()] == [0, 1]
-    done = _in_subprocess(f"from dagc import cli\ncli.main(['report', {str(path)!r}])")
+    done = _in_subprocess(f"from dagc import cli\ncli.main(['report', {str(path)!r}, '--json'])",
+                          tmp_path)
     assert "Traceback" not in done.stderr
+
+
+def test_a_fifo_as_cells_csv_is_refused(tmp_path):
+    fifo = tmp_path / "cells.csv"
+    os.mkfifo(fifo)
+    done = _in_subprocess(f"import sys\nfrom dagc import cli\nsys.exit(cli.main(['report', "
+                          f"{str(fifo)!r}, '--json']))", tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().endswith("cells.csv: cannot read: not a regular file")
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_special_scheduler_file_is_refused_at_once(tmp_path, special):
+    from dagc.experiments.dask import connection
+
+    path = "/dev/zero" if special == "/dev/zero" else str(tmp_path / "scheduler.json")
+    if special == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(DagcError, match=r"--scheduler-file .*: cannot read: not a regular file"):
+        connection.address_from_file(path, deadline=0.0)
+
+
+# --- item 4: a read-only out= buffer ---------------------------------------------------------
+
+def test_a_read_only_out_buffer_is_a_dagc_error(tiny_net):
+    w = tiny_net.init(0)
+    out = np.zeros(tiny_net.n_params)
+    out.flags.writeable = False
+    X = np.full((1, tiny_net.n_in), 0.5)
+    with pytest.raises(DagcError, match="out: expected a writable contiguous float64 array"):
+        tiny_net.vjp(w, X, np.ones((1, tiny_net.n_out)), out=out)
+    with pytest.raises(DagcError, match="out: expected a writable"):
+        tiny_net.hvp(w, X[0], w, out=out)
+
+
+@pytest.fixture
+def tiny_net():
+    from conftest import arch_path
+
+    import dagc
+
+    return dagc.compile(arch_path("tiny"), width=4)

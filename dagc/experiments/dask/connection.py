@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ...errors import DagcError
+from ...untrusted import read_regular
 from .worker import worker_info
 
 INSTALL_HINT = 'install it with pip install "dagc[dask]"'
@@ -170,13 +171,16 @@ def check_address(address) -> None:
                         "e.g. tcp://HOST:8786)")
 
 
+SCHEDULER_FILE_BYTES = 1 << 20  # a scheduler file is a few hundred bytes of JSON
+
+
 def address_from_file(path: str, deadline: float) -> str:
     """The scheduler address in a scheduler file, waiting for it to appear until `deadline`
     (a scheduler started at the same time writes it when it is up)."""
     problem = "no such file"
     while True:
         try:
-            info = json.loads(Path(path).read_text())
+            info = json.loads(read_regular(path, SCHEDULER_FILE_BYTES, "--scheduler-file "))
             address = info["address"]
             if isinstance(address, str) and address:
                 return address
@@ -187,6 +191,8 @@ def address_from_file(path: str, deadline: float) -> str:
                 raise DagcError(f"--scheduler-file {path}: no such file or directory") from None
         except IsADirectoryError:
             raise DagcError(f"--scheduler-file {path}: is a directory") from None
+        except DagcError:  # not a regular file, or too large: waiting will not help
+            raise
         except OSError as err:
             raise DagcError(f"--scheduler-file {path}: cannot read it: "
                             f"{err.strerror or err}") from None
