@@ -201,7 +201,8 @@ def ball_ascent(net: CompiledNet, w0: np.ndarray, x: np.ndarray, output: int = 0
     |lambda_top| (`eigenvalue_gradient`), projected back onto the ball; a step is kept only
     when |lambda_top| grows, else eta halves. eta starts at R / 2; ``steps`` trial steps per
     start. So the result is never below any start's value, |lambda_top(H(w0))| included, and
-    every point tried lies in the ball.
+    every point where |lambda_top| is evaluated lies in the ball (the central differences
+    reach THIRD_DERIVATIVE_STEP beyond it).
     """
     w0 = check_vector(w0, "w0", net.n_params)
     x = check_vector(x, "x", net.n_in)
@@ -321,10 +322,10 @@ def _measure_hessian_ball(net: CompiledNet, seed: int, options: Options) -> dict
     ascents = [ball_ascent(net, w0, x, o, options.radius, options.ascent_steps, options.tol,
                            seed) for x in X for o in range(net.n_out)]
     found = np.array([a.value for a in ascents])
-    best = max(float(found.max()), float(random.max()))
+    best, random_max = max(float(found.max()), float(random.max())), float(random.max())
     return {"value": best, "ascent_mean": float(found.mean()),
             "at_w0": float(np.mean([a.at_center for a in ascents])),
-            "gain": best / float(random.max()), "max": float(random.max()),
+            "gain": best / random_max if random_max > 0 else 1.0, "max": random_max,
             "mean": float(random.mean()), "radius": options.radius}
 
 
@@ -378,7 +379,8 @@ register(Metric(
     fields={"value": "the largest norm found: max of the ascent's and the random points'",
             "ascent_mean": "mean over inputs and outputs of the ascent's best norm",
             "at_w0": "mean over inputs and outputs of ||H_{f_o}(w0; x)|| (ARPACK)",
-            "gain": "value / max: the ascent's gain over the random points",
+            "gain": "value / max: the ascent's gain over the random points (1 when both "
+                    "are 0)",
             "max": "max over random points, inputs and outputs",
             "mean": "mean over random points, inputs and outputs",
             "radius": "R"},

@@ -126,6 +126,8 @@ def test_linear_model_has_zero_hessian():
     assert net.n_params == 20
     assert M.measure(net, "hessian", 0)["value"] == 0.0
     assert M.measure(net, "linearization", 0)["value"] < 1e-15
+    ball = M.measure(net, "hessian_ball", 0, M.Options(ascent_steps=2))
+    assert ball["value"] == 0.0 and ball["gain"] == 1.0
 
 
 def test_hessian_metric_is_mean_and_max_over_inputs(mlp3_small):
