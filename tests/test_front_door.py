@@ -142,3 +142,44 @@ def test_complex_object_and_ragged_inputs_are_refused(value, message):
     net = dagc.compile("mlp3", width=4, jit=False)
     with pytest.raises(dagc.DagcError, match=message):
         net.forward(net.init(0), value)
+
+
+# --- results as a DataFrame -------------------------------------------------------------------
+
+def _ir(text, path, width):
+    from dagc.ir import graph
+
+    return graph.build(spec.parse(text, path), width)
+
+
+def _measure(net, metric, seed, options):
+    if seed == 1 and net.width == 16:
+        raise RuntimeError("a failing cell")
+    return {"value": 2.0 / net.width}
+
+
+def test_load_results_has_one_row_per_cell(tmp_path):
+    pytest.importorskip("pandas")
+    import functools
+
+    from dagc.experiments import report, store, sweep
+
+    archs = sweep.load_architectures(["densenet3"], [8, 16])
+    cells = sweep.plan(archs, [8, 16], range(2), ["hessian", "gradient"], sweep.make_options())
+    run = functools.partial(sweep.run_cell, load_net=_ir, measure_fn=_measure)
+    with store.Store.open(tmp_path / "r.sqlite") as results:
+        sweep.run_sweep(cells, results, lambda todo, on_start: map(run, todo), progress=False)
+    frame = dagc.load_results(tmp_path / "r.sqlite")
+    assert list(frame.columns[:8]) == ["arch", "width", "m", "seed", "metric", "value",
+                                       "options", "status"]
+    assert len(frame) == len(cells) == 8
+    ok = frame[frame.status == "ok"]
+    assert set(ok.m) == {16, 32}  # the paper's m (h3's in-degree 2 width here), not the width
+    assert np.allclose(ok.value, 2.0 / ok.width)
+    failed = frame[frame.status == "failed"]
+    assert len(failed) == 2 and failed.value.isna().all() and (failed.width == 16).all()
+    assert frame.groupby("options").ngroups == 2  # one option set per metric
+    report.write_csv(report.load(tmp_path / "r.sqlite"), tmp_path / "cells.csv")
+    from_csv = dagc.load_results(tmp_path / "cells.csv")
+    assert from_csv[["arch", "width", "m", "seed", "metric", "status"]].equals(
+        frame[["arch", "width", "m", "seed", "metric", "status"]])
