@@ -285,6 +285,12 @@ def test_output_scale_is_d_to_the_minus_p(tmp_path):
         net[p] = dagc.compile(path, width=16, jit=False)
     w, X = net[0.5].init(0), np.ones((1, 1))
     assert net[1.0].forward(w, X)[0, 0] == pytest.approx(net[0.5].forward(w, X)[0, 0] / 4)
+    # an absolute lr is scaled by d^(2p-1); lr_factor is relative to the kernel's own edge
+    K0 = T.ntk_matrix(net[1.0], w, X)
+    assert T.step_size(net[1.0], M.Options(lr=0.1), K0, 1) == pytest.approx(0.1 * 16)
+    assert T.step_size(net[0.5], M.Options(lr=0.1), K0, 1) == 0.1
+    eta = T.step_size(net[1.0], M.Options(lr_factor=1.5), K0, 1)
+    assert eta * K0[0, 0] / 2 == pytest.approx(1.5)
     for bad in ("2", "0.25", "true", "'half'"):
         with pytest.raises(DagcError, match="output_scale: expected a number p in"):
             spec.parse(UV_MODEL + f"output_scale: {bad}\n")
