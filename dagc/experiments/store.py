@@ -350,6 +350,9 @@ def _store_error(path: Path, err: sqlite3.Error) -> DagcError:
     if "locked" in message or "busy" in message:
         return StoreLocked(f"{path}: the results store is locked by another process ({message}); "
                          "wait for it or use another --db")
+    if "full" in message:  # SQLITE_FULL: no space left on the device (or a size limit)
+        return DagcError(f"{path}: the disk is full ({message}); free some space and run the "
+                         "same command again: the finished cells are kept")
     if "not a database" in message:
         return DagcError(f"{path}: not a dagc results store ({message})")
     if "readonly" in message or "read-only" in message:

@@ -5,16 +5,18 @@ concurrent sweeps and a full disk."""
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dagc import runtime
+from dagc import cli, runtime
 from dagc.errors import DagcError
 from dagc.experiments import sweep
 from dagc.experiments.store import Store
@@ -187,3 +189,94 @@ def tiny_net():
     import dagc
 
     return dagc.compile(arch_path("tiny"), width=4)
+
+
+# --- real sweeps: kill -9 at random moments, two at once, a full disk -------------------------
+
+REAL_GRID = ["mlp3", "--widths", "4,8", "--seeds", "2", "--metrics", "gradient,hessian"]
+REAL_CELLS = 8
+
+
+def _real_sweep(db: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dagc", "sweep", *REAL_GRID, "--db", str(db),
+                             "--no-progress", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _results(db: Path) -> dict:
+    """Every number a cell stored, by cell key: what must not depend on kills or company."""
+    with Store.open(db, readonly=True) as store:
+        return {tuple(r[c] for c in ("arch", "digest", "width", "seed", "metric",
+                                     "options_hash")):
+                (r["status"], r["value"], r["extras"], r["width_m"], r["n_params"])
+                for r in store.rows()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[dict, float]:
+    """An uninterrupted real sweep: its numbers and how long it took (warm caches)."""
+    db = tmp_path_factory.mktemp("reference") / "reference.sqlite"
+    _real_sweep(db).communicate(timeout=300)  # compiles, if the cache is cold
+    db.unlink()
+    start = time.monotonic()
+    _, err = _real_sweep(db).communicate(timeout=300)
+    results = _results(db)
+    assert len(results) == REAL_CELLS and all(v[0] == "ok" for v in results.values()), err
+    return results, time.monotonic() - start
+
+
+def test_a_real_sweep_killed_at_random_moments_resumes_to_the_same_numbers(tmp_path, reference):
+    expected, duration = reference
+    db = tmp_path / "killed.sqlite"
+    rng = random.Random(23)  # reproducible moments
+    for _ in range(4):
+        victim = _real_sweep(db)
+        time.sleep(rng.uniform(0.0, duration))
+        victim.kill()
+        victim.communicate(timeout=60)
+        if db.exists():
+            connection = sqlite3.connect(db)
+            assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            connection.close()
+    _, err = _real_sweep(db).communicate(timeout=300)
+    assert _results(db) == expected, err
+
+
+def test_two_real_sweeps_on_one_store_store_each_cell_once(tmp_path, reference):
+    expected, _ = reference
+    db = tmp_path / "shared.sqlite"
+    sweeps = [_real_sweep(db), _real_sweep(db, "--jobs", "2")]
+    for process in sweeps:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    assert _results(db) == expected
+
+
+def test_a_full_disk_stops_the_sweep_with_one_line_and_a_rerun_completes(tmp_path, reference,
+                                                                        monkeypatch, capsys):
+    """ENOSPC simulated by SQLite's own page limit: the write fails as on a full disk."""
+    expected, _ = reference
+    db = _store(tmp_path / "full.sqlite", _row(arch="padding", arch_text="#" * 3500))
+    opened = Store.open
+
+    def full(path, **kwargs):  # no page beyond those the new store has: a few cells fit
+        store = opened(path, **kwargs)
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+        return store
+
+    monkeypatch.setattr(Store, "open", full)
+    monkeypatch.chdir(tmp_path)
+    argv = ["sweep", *REAL_GRID, "--db", str(db), "--no-progress"]
+    assert cli.main(argv) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message == (f"dagc: error: {db}: the disk is full (database or disk is full); free "
+                       "some space and run the same command again: the finished cells are kept")
+    monkeypatch.setattr(Store, "open", opened)
+    stored = len(_results(db)) - 1
+    assert 0 <= stored < REAL_CELLS
+    connection = sqlite3.connect(db)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    connection.close()
+    assert cli.main(argv) == 0
+    assert {k: v for k, v in _results(db).items() if k[0] != "padding"} == expected
