@@ -350,3 +350,113 @@ def test_keywords_and_builtins_as_architecture_name(tmp_path, name):
     assert re.fullmatch(rf"{name}_[0-9a-f]+\.py", net.module.__file__.rsplit("/", 1)[1])
     y = net.forward(net.init(0), np.ones((2, 3)))
     assert y.shape == (2, 1) and np.isfinite(y).all()
+
+
+# --- the catalogue of issue 23: what dagc prints, YAML tags, GraphML entities, sizes ----------
+
+ESCAPES = ["\x1b[2J\x1b[31m", "\x1b]0;title\x07", "\n", "\r", "\x00", "\x9b31m", "\x7f"]
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    from dagc import cli
+
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("escape", [e for e in ESCAPES if e != "\x00"])  # no NUL in a path
+def test_inspect_escapes_control_characters_of_node_ids_and_paths(tmp_path, monkeypatch,
+                                                                 capsys, escape):
+    monkeypatch.setenv("DAGC_CACHE_DIR", str(tmp_path / "cache"))
+    node = f"out{escape}put"
+    edges = [("a", "h"), ("b", "h"), ("h", node), ("a", node)]
+    (tmp_path / "g.json").write_text(json.dumps({
+        "directed": True, "nodes": [{"id": n} for n in ("a", "b", "h", node)],
+        "links": [{"source": u, "target": v} for u, v in edges]}))
+    arch = tmp_path / f"arch{escape}.yaml"
+    arch.write_text("name: g\ngraph: g.json\n")
+    code, out, err = _cli(capsys, "inspect", str(arch))
+    assert code == 0, err
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in out.replace("\n", ""))
+    assert repr(escape)[1:-1] in out.splitlines()[0]  # the path, escaped
+    assert f"bottlenecks (in-degree = m): out{repr(escape)[1:-1]}put" in out
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
+def test_errors_escape_control_characters(tmp_path, monkeypatch, capsys, escape):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _cli(capsys, "inspect", f"missing{escape}.yaml")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("dagc: error: missing")
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in err[:-1])
+
+
+@pytest.mark.parametrize("tag", [
+    "!!python/object/apply:os.system ['touch PWNED']", "!!python/name:os.system",
+    "!!python/object/new:os.system [touch PWNED]", "!!python/module:os", "!custom x",
+    "!!binary aGVsbG8=", "!!set {a, b}",
+])
+def test_yaml_tags_never_run_code(no_codegen, tag):
+    path = no_codegen / "tagged.yaml"
+    path.write_text(f"name: t\nwidth: {tag}\ninputs: {{x: 2}}\n"
+                    "blocks: {out: {size: 1, from: [x]}}\n")
+    with pytest.raises(DagcError) as info:
+        dagc.compile(path, jit=False)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def _graphml(doctype: str, node: str) -> str:
+    return (f'<?xml version="1.0"?>{doctype}<graphml xmlns="http://graphml.graphdrawing.org/'
+            f'xmlns"><graph edgedefault="directed"><node id="a"/><node id="{node}"/>'
+            f'<edge source="a" target="{node}"/></graph></graphml>')
+
+
+LAUGHS = ('<!DOCTYPE g [<!ENTITY l0 "ha">'
+          + "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10)) + "]>")
+
+
+@pytest.mark.parametrize("doctype, node", [
+    (LAUGHS, "&l9;"),  # a billion laughs: 10^9 'ha's if expanded
+    ('<!DOCTYPE g [<!ENTITY x SYSTEM "file:///etc/passwd">]>', "&x;"),
+    ('<!DOCTYPE g [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]>', "b"),
+])
+def test_graphml_entities_are_not_expanded(tmp_path, monkeypatch, doctype, node):
+    monkeypatch.setenv("DAGC_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "g.graphml").write_text(_graphml(doctype, node))
+    (tmp_path / "arch.yaml").write_text("name: g\ngraph: g.graphml\n")
+    try:
+        net = dagc.compile(tmp_path / "arch.yaml", jit=False)
+    except DagcError as err:
+        message = str(err)
+        assert "root:" not in message and "haha" not in message and len(message) < 1000
+        return
+    assert (list(net.input_names), list(net.output_names)) == (["a"], ["b"])  # DTD ignored
+
+
+def test_a_file_of_90000_keys_gives_a_short_error(no_codegen):
+    path = no_codegen / "wide.yaml"  # as many keys as fit in the 1 MiB a file may have
+    path.write_text("name: w\n" + "".join(f"k{i}: 1\n" for i in range(90_000)))
+    with pytest.raises(DagcError, match=r"unknown key\(s\) k0, k1, k10, .* and 89,990 more") \
+            as info:
+        dagc.compile(path, jit=False)
+    assert len(str(info.value)) < 1000
+
+
+def test_too_many_blocks_and_layers_are_refused_with_the_bound(no_codegen):
+    blocks = "".join(f"  b{i}: {{size: 1, act: tanh, from: [x]}}\n" for i in range(10_001))
+    (no_codegen / "many.yaml").write_text(f"name: m\ninputs: {{x: 1}}\nblocks:\n{blocks}")
+    with pytest.raises(DagcError, match=r"10,001 blocks, more than the 10,000 dagc compiles"):
+        dagc.compile(no_codegen / "many.yaml", jit=False)
+    (no_codegen / "deep.yaml").write_text(
+        "name: d\nwidth: 2\ngraph: {generator: random_dag, layers: 10000000}\n")
+    with pytest.raises(DagcError, match=r"layers 10000000 is too many \(at most 100,000\)"):
+        dagc.compile(no_codegen / "deep.yaml", jit=False)
+
+
+def test_an_architecture_file_over_a_mebibyte_is_refused_unread(no_codegen):
+    path = no_codegen / "big.yaml"
+    path.write_text("name: b\n# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(DagcError, match=r"big.yaml: 1,048,5\d\d bytes, more than the 1,048,576 "
+                                        r"dagc reads"):
+        dagc.compile(path, jit=False)
