@@ -39,7 +39,7 @@ from ..backend import cache
 from ..errors import DagcError
 from ..frontend import spec
 from ..ir import graph
-from ..untrusted import printable
+from ..untrusted import MAX_MESSAGE, printable
 from .store import Store, host_name
 
 # The metric registry (docs/metrics.md): names, the options each reads, labels, slopes.
@@ -311,9 +311,10 @@ def _caused_by_interrupt(err: BaseException) -> bool:
 
 
 def describe_error(err: BaseException) -> str:
-    """One line naming an error, and where it was raised unless it is a `DagcError`."""
+    """One line naming an error, and where it was raised unless it is a `DagcError`; user
+    text in it (paths, node ids) with control characters escaped, at most MAX_MESSAGE long."""
     where = traceback.extract_tb(err.__traceback__)
-    message = " ".join(str(err).split()) or "(no message)"
+    message = printable(" ".join(str(err).split()) or "(no message)", MAX_MESSAGE)
     text = f"{type(err).__name__}: {message}"
     if where and not isinstance(err, DagcError):
         frame = where[-1]

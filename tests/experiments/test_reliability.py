@@ -280,3 +280,10 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_a_rerun_completes(tmp_pat
     connection.close()
     assert cli.main(argv) == 0
     assert {k: v for k, v in _results(db).items() if k[0] != "padding"} == expected
+
+
+def test_a_cell_error_is_one_escaped_bounded_line():
+    err = DagcError("graph \x1b[2Jnode\nid " + "x" * 5000)
+    text = sweep.describe_error(err)
+    assert text.startswith("DagcError: graph \\x1b[2Jnode id xxx") and "\x1b" not in text
+    assert len(text) < 1100 and text.endswith("more characters)")
