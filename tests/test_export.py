@@ -69,3 +69,18 @@ def test_torch_module_follows_output_scale():
     w, X, _ = _point(net)
     assert_close(net.to_torch(w)(torch.from_numpy(X)).detach().numpy(), net.forward(w, X),
                  1e-12, what="forward")
+
+
+def test_neuron_graph_exports_through_its_edges():
+    import networkx as nx
+
+    graph = nx.DiGraph([("a", "h"), ("b", "h"), ("a", "g"), ("h", "y"), ("g", "y"), ("b", "y")])
+    graph.nodes["g"]["act"] = "relu"
+    net = dagc.compile(graph, jit=False)
+    w, X, C = _point(net, rows=4)
+    module = net.to_torch(w)
+    F = module(torch.from_numpy(X))
+    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
+    (torch.from_numpy(C) * F).sum().backward()
+    grad = torch.cat([p.grad.ravel() for p in module.parameters()]).numpy()
+    assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
