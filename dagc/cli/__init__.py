@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -27,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():  # restores the usual display when main returns
+            warnings.showwarning = _one_line_warning
+            return args.run(args) or 0
     except DagcError as err:
         print(f"dagc: error: {printable(err, MAX_MESSAGE)}", file=sys.stderr)
         return 2
@@ -37,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dagc report --json | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings are one line too, like errors (no source line, no location in dagc)."""
+    print(f"dagc: warning: {message}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):

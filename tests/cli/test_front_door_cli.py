@@ -121,3 +121,15 @@ def test_progress_names_the_compiling_architecture_and_estimates_from_measured_c
     assert "compiling mlp3" in labels[0] and "left" not in labels[0]
     assert "mlp3 width=8 seed=1 gradient" in labels[1]
     assert "s left" in labels[2]  # one measured cell after the first
+
+
+def test_unlisted_outputs_warn_in_one_line_and_listed_ones_are_checked(tmp_path, capsys):
+    two = TINY + "  aux: {size: 1, act: tanh, from: [h]}\n"
+    (tmp_path / "two.yaml").write_text(two)
+    assert cli.main(["inspect", str(tmp_path / "two.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"dagc: warning: {tmp_path / 'two.yaml'}: blocks out, aux feed nothing, so "
+                   "all are outputs; say so with `outputs: [out, aux]`\n")
+    (tmp_path / "one.yaml").write_text(two + "outputs: [out]\n")
+    assert cli.main(["inspect", str(tmp_path / "one.yaml")]) == 2
+    assert "block aux feeds nothing and is not in `outputs`" in capsys.readouterr().err
