@@ -200,7 +200,7 @@ def run_every_pass(module, ir) -> None:
     module.backward(w, X, C, False, True, np.zeros((3, ir.n_params)), np.empty((3, ir.n_out)),
                     *args)
     module.hvp(w, X[0], w, 0, np.empty(ir.n_params), *args)
-    state = module.hessian_state(w, X, np.zeros(3, np.int64), *args)
+    state = module.hessian_state(w, X, np.zeros(3, np.int64), np.full(3, -1), *args)
     module.hvp_factored(w, state, np.ones((3, ir.factored_size)), *args)
     module.ntk(w, X, X, True, *args)
     module.ntk(w, X, X[:2], False, *args)

@@ -62,10 +62,12 @@ def gather(Z, A, w, indptr, indices, scale, first):
 
 
 @jit
-def backprop(DA, G, D1, A, w, indptr, indices, scale, n_in, grad):
+def backprop(DA, G, D1, A, w, indptr, indices, scale, n_in, grad, preact):
     """The reverse sweep from the adjoints DA of the outputs (N, n; hidden rows zero):
     G[v] = DA[v] * D1[v] * scale[v] for every computed neuron, last first, each pushed back
-    through its edges, DA[u] += w[e] G[v]. With grad of size P, also grad[e] =
+    through its edges, DA[u] += w[e] G[v]. Sample j with preact[j] = v >= 0 also seeds v's
+    pre-activation: G[v, j] += scale[v] (d z_v / d(sum)_v, past the activation: the Hessian
+    of a hidden pre-activation, Theorem 3.8). With grad of size P, also grad[e] =
     sum_j G[v, j] A[u, j] (the summed gradient), in the same read of the edge."""
     n = A.shape[1]
     summed = grad.size > 0
@@ -76,6 +78,8 @@ def backprop(DA, G, D1, A, w, indptr, indices, scale, n_in, grad):
         s = scale[v]
         for j in range(n):
             g[j] = da[j] * d1[j] * s
+            if preact[j] == v:
+                g[j] += s
         if n == 1:  # one sample: scalars, no loop over samples per edge
             g0 = g[0]
             for e in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):

@@ -260,7 +260,7 @@ def build_neurons(spec: Spec, width: int | None = None,
     try:
         raw = _neuron_graph(spec, width, seed)
         ir = neurons.build(raw, spec.name, spec, width if isinstance(spec.graph, RandomDag)
-                           else spec.width, spec.path)
+                           else spec.width, spec.path, spec.output_scale)
     except MemoryError:
         raise DagcError(f"{spec.path}: not enough memory for the network at width "
                         f"{width}") from None

@@ -215,9 +215,10 @@ def from_networkx(graph: nx.DiGraph, default_act: str, what: str) -> NeuronGraph
 # --- NeuronGraph -> NeuronIR -----------------------------------------------------------------
 
 def build(raw: NeuronGraph, name: str, spec: Spec | None, width: int | None,
-          where: str) -> NeuronIR:
-    """Sort the neurons by (layer, activation), renumber the edges, and compute the scales,
-    runs, outputs and the paper's width m, depth and bottlenecks."""
+          where: str, output_scale: float = 0.5) -> NeuronIR:
+    """Sort the neurons by (layer, activation), renumber the edges, and compute the scales
+    (d_v^-1/2, d_v^-output_scale for outputs), runs, outputs and the paper's width m, depth
+    and bottlenecks."""
     if not raw.is_output.any():
         raise DagcError(f"{where}: the network has no outputs")
     if len(raw.indptr) - 1 > np.iinfo(np.uint32).max:
@@ -228,6 +229,8 @@ def build(raw: NeuronGraph, name: str, spec: Spec | None, width: int | None,
     n_in = int(np.count_nonzero(~computed))  # the inputs: layer 0, so first
     scale = np.zeros(len(degree))
     scale[computed] = 1.0 / np.sqrt(degree[computed].astype(np.float64))
+    if output_scale != 0.5:  # 1/sqrt otherwise: the exact expression of the block path
+        scale[raw.is_output] = degree[raw.is_output].astype(np.float64) ** -output_scale
     hidden = computed & ~raw.is_output
     q_index = np.full(len(degree), -1, np.int64)
     q_index[hidden] = (len(degree) - n_in) + np.arange(np.count_nonzero(hidden))

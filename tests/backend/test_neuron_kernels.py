@@ -89,7 +89,7 @@ def test_plain_factored_hessian_is_the_hvp_in_coordinates(tmp_path_factory, grap
     X = rng.standard_normal((2, ir.n_in))
     rows_output = rng.integers(0, ir.n_out, 2)
     args = ir.kernel_args
-    state = module.hessian_state(w, X, rows_output, *args)
+    state = module.hessian_state(w, X, rows_output, np.full(2, -1), *args)
     C = rng.standard_normal((2, ir.factored_size))
     HC, GC = module.hvp_factored(w, state, C, *args)
     A, G = state[0], state[4]
@@ -105,6 +105,14 @@ def test_plain_factored_hessian_is_the_hvp_in_coordinates(tmp_path_factory, grap
         Hv = module.hvp(w, X[i], v, int(rows_output[i]), np.empty(ir.n_params), *args)
         np.testing.assert_allclose(expand(HC[i]), Hv, rtol=1e-9, atol=1e-12)
         assert np.isclose(C[i] @ GC[i], v @ v, rtol=1e-12)
+    # an identity output's pre-activation is the output itself: the same Hessians
+    linear = [k for k in range(ir.n_out) if ir.codes[ir.outputs[k]] == neurons.CODES["identity"]]
+    if linear:
+        k = linear[0]
+        by_output = module.hessian_state(w, X, np.full(2, k), np.full(2, -1), *args)
+        by_preact = module.hessian_state(w, X, np.full(2, ir.outputs[k]), np.zeros(2), *args)
+        np.testing.assert_allclose(module.hvp_factored(w, by_preact, C, *args),
+                                   module.hvp_factored(w, by_output, C, *args), atol=1e-13)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

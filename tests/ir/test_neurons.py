@@ -247,7 +247,8 @@ def test_randdag_neuron_path_equals_grouped_path_to_rounding():
                                atol=1e-14 * np.abs(Hv).max())
     K = module.ntk(w, X, X, True, *ir.kernel_args)[0, 0]
     np.testing.assert_allclose(K, net.ntk(wg, X), rtol=1e-13)
-    state = module.hessian_state(w, X, np.zeros(3, np.int64), *ir.kernel_args)
+    state = module.hessian_state(w, X, np.zeros(3, np.int64), np.full(3, -1),
+                                 *ir.kernel_args)
     H = net.factored_hessian(wg, X)
     assert H.size == ir.factored_size
     C = rng.standard_normal((3, H.size))
