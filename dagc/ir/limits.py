@@ -31,9 +31,13 @@ FARTHER = 2 * FAR
 def limit_shares(ir: IR) -> tuple[np.ndarray, ...]:
     """Per non-input block of `ir`, in its order: the limit shares of its incoming connections
     (in `ir.incoming` order), then of its bias if it has one. Raises DagcError for a network
-    without a limit: a fixed graph file, or a sparse connection from a block that does not
-    grow."""
+    without a limit: a fixed graph file, a sparse connection from a block that does not
+    grow, or an output scaling other than the NTK's d^-1/2."""
     spec = ir.spec
+    if spec.output_scale != 0.5:
+        raise DagcError(f"{spec.path}: output_scale {spec.output_scale}: the output kernels "
+                        "scale as d^(1 - 2 output_scale), so they have no finite, non-zero "
+                        "infinite-width limit (only the NTK scaling 1/2 has one)")
     if spec.graph is None:
         per_block = _block_dag_shares(spec)
     elif isinstance(spec.graph, RandomDag):

@@ -101,3 +101,17 @@ def test_every_share_row_sums_to_one():
     for name in ("densenet3", "sparse3", "resnet3", "bottleneck3", "randdag"):
         for row in _shares(name, width=16).values():
             assert np.sum(row) == pytest.approx(1.0, abs=1e-15)
+
+
+def test_mean_field_output_scaling_is_refused(tmp_path):
+    text = """\
+name: mean_field
+width: 8
+output_scale: 1
+inputs: {x: 3}
+blocks:
+  h: {size: width, act: tanh, from: [x]}
+  out: {size: 1, from: [h]}
+"""
+    with pytest.raises(DagcError, match="output_scale 1"):
+        _shares(text, tmp_path)
