@@ -7,7 +7,8 @@ block computes z = scale * (sum over its connections of W a_src + bias), then
 a = act(z) + the blocks it adds; activations come from the registry's array forms
 (`Activation.array(z, xp)`). Parameters are keyed "SRC->DST" and "bias->DST" and listed in
 the flat vector's layout order (`CompiledNet.layout`), so flattening them in order gives
-`w` and their gradients give `net.vjp`.
+`w` and their gradients give `net.vjp`. A neuron-level IR (`dagc.ir.neurons`) runs through
+its edge view: one step per run of neurons, one piece "neurons->neurons" of every edge.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class _Term:
     src: str
     kind: str  # "dense" | "sparse" (index (n_dst, k)) | "ragged" (rows and cols per edge)
     index: tuple[np.ndarray, ...]
+    span: tuple[int, int] | None = None  # the term's weights: params[key][span], else all
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class _Step:
     terms: tuple[_Term, ...]
     bias: str | None  # parameter key of the bias
     add: tuple[str, ...]
+    extends: str | None = None  # a buffer of all activations so far, appended to (neurons)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class _Plan:
     inputs: tuple[tuple[str, int], ...]  # (block, size) in the column order of X
     steps: tuple[_Step, ...]
     outputs: tuple[str, ...]  # in column order
+    output_columns: np.ndarray | None = None  # neurons: the outputs' columns of the buffer
 
 
 def parameter_key(src: str | None, dst: str) -> str:
@@ -64,8 +68,7 @@ def parameter_key(src: str | None, dst: str) -> str:
 def _plan(net: CompiledNet) -> _Plan:
     ir = net.ir
     if not hasattr(ir, "blocks"):
-        raise DagcError(f"{net.name}: exporting a network compiled on the neuron path is not "
-                        "supported; its grouped form (a random_dag of few layers) is")
+        return _neuron_plan(ir)
     from .runtime import _neuron_scales  # the scales the compiled kernels take: one home
 
     steps = []
@@ -76,6 +79,23 @@ def _plan(net: CompiledNet) -> _Plan:
                            parameter_key(None, block.name) if block.bias else None, block.add))
     return _Plan(tuple((b.name, b.size) for b in ir.inputs), tuple(steps),
                  tuple(b.name for b in ir.outputs))
+
+
+def _neuron_plan(ir) -> _Plan:
+    """A neuron-level IR (`dagc.ir.neurons`) through its edge view: one step per run of
+    neurons with one layer and activation, reading the buffer of every earlier neuron (inputs
+    first) and appending to it; the weights are one piece, the edges in CSR order."""
+    acts = list(ACTIVATIONS)
+    key = parameter_key(*ir.layout[0][:2])
+    steps = []
+    for k, (first, end, code) in enumerate(ir.runs.tolist()):
+        lo, hi = int(ir.indptr[first]), int(ir.indptr[end])
+        rows = np.repeat(np.arange(end - first), np.diff(ir.indptr[first:end + 1]))
+        term = _Term(key, "neurons", "ragged", (rows, ir.indices[lo:hi].astype(np.int64)),
+                     (lo, hi))
+        steps.append(_Step(f"run{k}", acts[code], ir.scale[first:end], end - first, (term,),
+                           None, (), extends="neurons"))
+    return _Plan((("neurons", ir.n_in),), tuple(steps), (), ir.outputs.astype(np.int64))
 
 
 def _term(conn) -> _Term:
@@ -91,8 +111,8 @@ def _term(conn) -> _Term:
 
 def _pieces(net: CompiledNet, w) -> dict[str, np.ndarray]:
     """The weights `w` as {key: array of the piece's shape}, in layout order (copies)."""
-    return {parameter_key(src, dst): np.array(piece)
-            for (src, dst), piece in net.unflatten(w).items()}
+    return {parameter_key(src, dst): w[offset:offset + int(np.prod(shape))].reshape(shape).copy()
+            for src, dst, _, offset, shape in net.layout}
 
 
 def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict):
@@ -106,12 +126,15 @@ def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict):
         z = None
         for term in step.terms:
             a, W = values[term.src], params[term.key]
+            if term.span is not None:
+                W = W[term.span[0]:term.span[1]]
+            pattern = index[step.name, term.key]
             if term.kind == "dense":
                 part = a @ W.T
             elif term.kind == "sparse":
-                part = (a[:, index[term.key][0]] * W).sum(-1)
+                part = (a[:, pattern[0]] * W).sum(-1)
             else:
-                rows, cols = index[term.key]
+                rows, cols = pattern
                 part = ops.segment_sum(a[:, cols] * W, rows, step.size)
             z = part if z is None else z + part
         if step.bias is not None:
@@ -120,6 +143,10 @@ def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict):
         for src in step.add:
             a = a + values[src]
         values[step.name] = a
+        if step.extends is not None:
+            values[step.extends] = ops.concatenate([values[step.extends], a])
+    if plan.output_columns is not None:
+        return values[plan.inputs[0][0]][:, index["outputs"]]
     return ops.concatenate([values[name] for name in plan.outputs])
 
 
@@ -130,9 +157,13 @@ class _Ops(SimpleNamespace):
 
 
 def _index(plan: _Plan, convert) -> dict:
-    """Sparsity patterns per parameter key and scales per block, as framework arrays."""
-    index = {t.key: tuple(convert(i) for i in t.index) for s in plan.steps for t in s.terms}
+    """Sparsity patterns per (step, parameter key), scales per step and the neuron outputs'
+    columns, as framework arrays."""
+    index = {(s.name, t.key): tuple(convert(i) for i in t.index)
+             for s in plan.steps for t in s.terms}
     index.update({s.name: convert(s.scale) for s in plan.steps})
+    if plan.output_columns is not None:
+        index["outputs"] = convert(plan.output_columns)
     return index
 
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import assert_close, compiled
 
 import dagc
+from dagc import export
 
 torch = pytest.importorskip("torch")
 
@@ -84,3 +85,33 @@ def test_neuron_graph_exports_through_its_edges():
     (torch.from_numpy(C) * F).sum().backward()
     grad = torch.cat([p.grad.ravel() for p in module.parameters()]).numpy()
     assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
+
+
+def test_a_neuron_level_network_exports_through_its_edge_view():
+    """A network on the neuron path (`dagc.ir.neurons`: runs of one layer and activation over
+    one CSR) against the shared neuron kernels, run as plain Python."""
+    from types import SimpleNamespace
+
+    import networkx as nx
+
+    from dagc.backend import cache, render
+    from dagc.ir import neurons
+
+    graph = nx.DiGraph([("a", "h"), ("b", "h"), ("a", "g"), ("h", "k"), ("g", "k"),
+                        ("h", "y"), ("k", "y"), ("b", "z"), ("g", "z")])
+    graph.nodes["g"]["act"] = "sin"
+    ir = neurons.build(neurons.from_networkx(graph, "tanh", "g"), "g", None, None, "g")
+    module = cache.load_module(render.write_neuron_module(ir.acts, cache.cache_dir()), False)
+    net = SimpleNamespace(name="g", ir=ir, layout=ir.layout, input_names=ir.input_names,
+                          output_names=ir.output_names)
+    rng = np.random.default_rng(4)
+    w, X = rng.standard_normal(ir.n_params), rng.standard_normal((3, ir.n_in))
+    C = rng.standard_normal((3, ir.n_out))
+    torch_net = export.to_torch(net, w)
+    F = torch_net(torch.from_numpy(X))
+    assert_close(F.detach().numpy(), module.forward(w, X, *ir.kernel_args), 1e-12,
+                 what="forward")
+    (torch.from_numpy(C) * F).sum().backward()
+    grad = np.zeros((1, ir.n_params))
+    module.backward(w, X, C, False, False, grad, np.empty((3, ir.n_out)), *ir.kernel_args)
+    assert_close(torch_net.weights["neurons->neurons"].grad.numpy(), grad[0], 1e-12, what="vjp")
