@@ -183,3 +183,13 @@ def test_load_results_has_one_row_per_cell(tmp_path):
     from_csv = dagc.load_results(tmp_path / "cells.csv")
     assert from_csv[["arch", "width", "m", "seed", "metric", "status"]].equals(
         frame[["arch", "width", "m", "seed", "metric", "status"]])
+
+
+def test_float64_inputs_are_not_copied_and_others_are_copied_once():
+    from dagc.runtime import _float_array
+
+    X = np.ones((2, 3))
+    assert _float_array(X, "X", 2) is X
+    converted = _float_array(np.asfortranarray(X, np.float32), "X", 2)
+    assert converted.dtype == np.float64 and converted.flags.c_contiguous
+    assert converted.base is None  # one new array, not a view of an intermediate copy
