@@ -478,3 +478,19 @@ def test_random_dag_builds_in_time_linear_in_its_layers():
         return best
 
     assert seconds(4000) < 8 * seconds(1000)
+
+
+@pytest.mark.parametrize("filename, content", [
+    ("g.txt", "a b " + "{'k': " * 50_000 + "\n"),  # networkx quotes the edge data it rejects
+    ("g.json", '{"directed": true, "nodes": [' + '"secret", ' * 50_000 + "]}"),
+    ("g.graphml", "<graphml>" + "<secret>" * 50_000),
+])
+def test_graph_file_errors_quote_only_a_short_prefix(tmp_path, monkeypatch, filename, content):
+    monkeypatch.setenv("DAGC_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / filename).write_text(content)
+    (tmp_path / "arch.yaml").write_text(f"name: g\ngraph: {filename}\n")
+    with pytest.raises(DagcError) as info:
+        dagc.compile(tmp_path / "arch.yaml", jit=False)
+    message = str(info.value)
+    assert len(message) < len(str(tmp_path)) + 400, message
+    assert message.count("secret") + message.count("'k'") <= 30
