@@ -431,8 +431,8 @@ def test_cli_measurement_options_reach_the_stored_cells(tmp_path, fake, capsys):
     # each cell stores only the options its metric reads (docs/metrics.md)
     assert options == {
         "hessian_ball": {"inputs": 3, "radius": 0.5, "ball_points": 7, "tol": 1e-6,
-                         "hessian_method": "lanczos"},
-        "linearization": {"inputs": 3, "radius": 0.5, "directions": 5}}
+                         "hessian_method": "lanczos", "ascent_steps": 8},
+        "linearization": {"inputs": 3, "radius": 0.5, "directions": 5, "tol": 1e-6}}
 
 
 def test_cli_quick_preset(tmp_path, fake, capsys, monkeypatch):
