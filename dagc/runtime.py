@@ -10,10 +10,12 @@ import networkx as nx
 import numpy as np
 
 from .backend import cache
+from .backend import render as codegen
 from .backend.cache import cache_dir, load_module  # noqa: F401 - public API, re-exported
 from .errors import DagcError
 from .frontend import sources, spec
-from .ir import graph
+from .ir import graph, limits
+from .ir.neurons import NeuronIR
 
 
 def compile(arch: str | Path | dict | nx.DiGraph, width: int | None = None,
@@ -35,9 +37,20 @@ def compile_spec(architecture: spec.Spec, width: int | None = None,
                  graph_seed: int | None = None, directory: str | Path | None = None,
                  jit: bool = True) -> CompiledNet:
     """As `compile`, from an already parsed `Spec` (sweeps carry the file text)."""
-    ir = graph.build(architecture, width, graph_seed)
-    path = cache.write_module(ir, directory or cache.cache_dir())
+    ir, path = generate(architecture, width, graph_seed, directory)
     return CompiledNet(ir, cache.load_module(path, jit))
+
+
+def generate(architecture: spec.Spec, width: int | None = None, graph_seed: int | None = None,
+             directory: str | Path | None = None) -> tuple[graph.IR | NeuronIR, Path]:
+    """The IR of `architecture` at `width` and its module's path, written if needed: per-block
+    code for block files; for neuron-level graphs (`graph.uses_neuron_path`), the graph as data
+    and the shared module of its activation set (docs/design.md, "Neuron-level graphs")."""
+    if graph.uses_neuron_path(architecture):
+        ir = graph.build_neurons(architecture, width, graph_seed)
+        return ir, codegen.write_neuron_module(ir.acts, directory or cache.cache_dir())
+    ir = graph.build(architecture, width, graph_seed)  # errors before the cache is touched
+    return ir, cache.write_module(ir, directory or cache.cache_dir())
 
 
 class CompiledNet:
@@ -62,6 +75,12 @@ class CompiledNet:
         self.n_out = ir.n_out
         self.input_names = ir.input_names
         self.output_names = ir.output_names
+        if isinstance(ir, NeuronIR):  # the shared neuron module: the graph is data
+            self.layers, self.layout, self.sources = ir.layers, ir.layout, ir.sources
+            self.factored_size = ir.factored_size
+            self._args = ir.kernel_args
+            return
+        self.factored_size = sum(block.size for _, block in ir.factored_blocks)
         self.layers = {b.name: b.layer for b in ir.blocks}
         self.layout = tuple((p.src, p.dst, p.kind, p.offset, p.shape) for p in ir.layout)
         self.sources = {(c.src, c.dst): _sources(c) for c in ir.connections if c.kind != "dense"}
@@ -72,6 +91,7 @@ class CompiledNet:
             tuple(c.indptr for c in sparse),
             tuple(c.indices for c in sparse),  # uint32 (see graph.Connection): no copy
         )
+        self._limit_shares: tuple[np.ndarray, ...] | None = None
 
     def __repr__(self) -> str:
         return (f"CompiledNet({self.name!r}, width={self.width}, width_m={self.width_m}, "
@@ -171,6 +191,8 @@ class CompiledNet:
         ``neurons[i]`` of block ``blocks[i]`` at ``X[i]`` instead of an output: the Hessians
         of Theorem 3.8 (docs/design.md)."""
         X = self._batch(X, "X")
+        if isinstance(self.ir, NeuronIR):
+            return self._neuron_preactivation_hessian(w, X, blocks, neurons)
         computed = [b for b in self.ir.blocks if not b.is_input]
         index = {b.name: k for k, b in enumerate(computed)}
         if len(blocks) != len(X) or any(name not in index for name in blocks):
@@ -188,6 +210,23 @@ class CompiledNet:
                                           *self._args)
         return FactoredHessian(self, w, state)
 
+    def _neuron_preactivation_hessian(self, w, X, blocks, numbers) -> FactoredHessian:
+        """A neuron graph's `preactivation_hessian`: its one block is "neurons", and
+        numbers[i] is a computed neuron's number (`ir.names[numbers[i]]` its node id)."""
+        if len(blocks) != len(X) or any(name != "neurons" for name in blocks):
+            raise DagcError(f'blocks: expected {len(X)} times "neurons" (a neuron graph\'s '
+                            "one block)")
+        if not (isinstance(numbers, np.ndarray) and numbers.shape == (len(X),)
+                and np.issubdtype(numbers.dtype, np.integer)) \
+                or np.any(numbers < self.ir.n_in) or np.any(numbers >= self.ir.n_neurons):
+            raise DagcError(f"neurons: expected an integer array of shape ({len(X)},), each "
+                            f"a computed neuron's number in [{self.ir.n_in}, "
+                            f"{self.ir.n_neurons})")
+        w = self._w(w)
+        state = self.module.hessian_state(w, X, numbers.astype(np.int64),
+                                          np.zeros(len(X), np.int64), *self._args)
+        return FactoredHessian(self, w, state)
+
     def ntk(self, w: np.ndarray, X1: np.ndarray, X2: np.ndarray | None = None) -> np.ndarray:
         """Empirical NTK: (n1, n2) for one output, else (n1, n2, n_out, n_out)."""
         X1 = self._batch(X1, "X1")
@@ -197,6 +236,26 @@ class CompiledNet:
         if self.n_out == 1:
             return K[0, 0]
         return np.ascontiguousarray(K.transpose(2, 3, 0, 1))
+
+    def nngp_limit(self, X1: np.ndarray, X2: np.ndarray | None = None) -> np.ndarray:
+        """The infinite-width NNGP E[f_k(x) f_k(x')] of every output k at the pairs (X1[i],
+        X2[j]), shape (n1, n2, n_out); X2 defaults to X1 (docs/design.md, infinite-width
+        kernels). Raises DagcError for a network without a limit."""
+        return self._limit_kernels(X1, X2)[0]
+
+    def ntk_limit(self, X1: np.ndarray, X2: np.ndarray | None = None) -> np.ndarray:
+        """The infinite-width NTK of every output, shape (n1, n2, n_out): the limit of `ntk`
+        on its output diagonal (distinct outputs are uncorrelated in the limit)."""
+        return self._limit_kernels(X1, X2)[1]
+
+    def _limit_kernels(self, X1, X2) -> tuple[np.ndarray, np.ndarray]:
+        """(NNGP, NTK) from the generated `limits` pass; both come from one recursion."""
+        X1 = self._batch(X1, "X1")
+        same = X2 is None
+        X2 = X1 if same else self._batch(X2, "X2")
+        if self._limit_shares is None:  # on first use: compiling must not fail without a limit
+            self._limit_shares = limits.limit_shares(self.ir)
+        return self.module.limits(X1, X2, same, self._args[0], self._limit_shares)
 
     def to_torch(self, w: np.ndarray):
         """A `torch.nn.Module` computing `forward(w, X)` (see `dagc.export.to_torch`)."""
@@ -259,7 +318,7 @@ class FactoredHessian:
     def __init__(self, net: CompiledNet, w: np.ndarray, state: tuple):
         self.net = net
         self.rows = len(state[0])
-        self.size = sum(block.size for _, block in net.ir.factored_blocks)
+        self.size = net.factored_size
         self._w = w
         self._state = state
 

@@ -35,10 +35,8 @@ from numba.np.ufunc import parallel as numba_parallel
 from threadpoolctl import threadpool_limits
 
 from .. import __version__, measure, runtime
-from ..backend import cache
 from ..errors import DagcError
 from ..frontend import spec
-from ..ir import graph
 from ..untrusted import MAX_MESSAGE, printable
 from .store import Store, host_name
 
@@ -176,10 +174,8 @@ def load_architectures(names: Sequence[str | Path], widths: Sequence[int],
                             "(a fixed graph or fixed sizes): sweep it at one width "
                             f"(--widths 1), not {len(widths)}")
         start = time.perf_counter()
-        for i, width in enumerate(sorted(widths)):
-            ir = graph.build(parsed, width)
-            if i == 0:
-                cache.write_module(ir, cache.cache_dir())
+        for width in sorted(widths):
+            runtime.generate(parsed, width)  # the module is written once, then found intact
             if time.perf_counter() - start > validate_seconds:
                 break
         archs.setdefault(parsed.digest,

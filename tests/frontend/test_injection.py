@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,9 +266,8 @@ def test_graph_file_neuron_names_never_reach_the_code(tmp_path, monkeypatch):
             "links": [{"source": u, "target": v} for u, v in edges]}))
         (tmp_path / f"{stem}.yaml").write_text(f"name: g\ngraph: {stem}.json\n")
         nets.append(dagc.compile(tmp_path / f"{stem}.yaml", jit=False))
-    assert codegen.render(nets[0].ir) == codegen.render(nets[1].ir)
-    assert nets[0].module is nets[1].module  # one module file for both
-    assert "PWNED" not in codegen.render(nets[0].ir)
+    assert nets[0].module is nets[1].module  # one module file for both: names are data
+    assert "PWNED" not in Path(nets[0].module.__file__).read_text()
     assert not (tmp_path / "PWNED").exists()
     assert nets[0].n_params == 6
     assert set(nets[0].ir.bottlenecks) <= set(hostile)  # names stay data, for reports

@@ -436,8 +436,8 @@ def test_good_graph_files_compile_to_the_same_network(tmp_path, monkeypatch, fil
     net = dagc.compile(tmp_path / "arch.yaml", jit=False)
     assert net.n_params == len(DAG)
     assert (net.n_in, net.n_out, net.depth) == (2, 1, 2)
-    groups = {b.name: sorted(map(str, b.neurons)) for b in net.ir.blocks}
-    assert groups == {"x": ["i1", "i2"], "h1": ["a", "b"], "out": ["c"]}
+    assert dict(net.layers) == {"i1": 0, "i2": 0, "a": 1, "b": 1, "c": 2}
+    assert (net.input_names, net.output_names) == (["i1", "i2"], ["c"])
 
 
 def test_networkx_written_node_link_is_read(tmp_path, monkeypatch):

@@ -57,6 +57,7 @@ def mixed_graph() -> nx.DiGraph:
             graph.remove_edge(node, succ)
     graph.add_node("out_sig", act="sigmoid")
     graph.add_edges_from([("z1_0", "out_sig"), ("z3_1", "out_sig"), ("in_c", "out_sig")])
+    graph.add_edges_from([("z3_0", "out_lin"), ("in_c", "out_lin")])  # identity by default
     for node in list(graph.nodes):  # a neuron left without inputs would be another input
         if graph.in_degree(node) == 0 and node not in inputs:
             graph.add_edge("in_b", node)
@@ -293,6 +294,14 @@ def test_graph_files_compile_to_the_shared_neuron_module(tmp_path):
     for i in range(3):
         dense = np.stack([net.hvp(w, X[i], e, output=i) for e in np.eye(net.n_params)])
         assert np.isclose(norms[i], np.abs(np.linalg.eigvalsh(dense)).max(), rtol=1e-8)
+    identity = [k for k, o in enumerate(net.ir.outputs) if net.ir.codes[o] == 0]
+    by_preact = net.preactivation_hessian(w, X, ["neurons"] * 3,
+                                          np.full(3, net.ir.outputs[identity[0]]))
+    by_output = net.factored_hessian(w, X, np.full(3, identity[0]))
+    C = rng.standard_normal((3, by_output.size))
+    np.testing.assert_allclose(by_preact.apply(C), by_output.apply(C), atol=1e-13)
+    with pytest.raises(DagcError, match="neurons: expected"):
+        net.preactivation_hessian(w, X, ["neurons"] * 3, np.zeros(3, np.int64))
     other = mixed_graph()
     other.remove_edge("in_a", "z1_3")
     assert dagc.compile(_graph_arch(tmp_path, other, "other")).module is net.module
