@@ -33,6 +33,8 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 DEPENDENCIES = (
     _PACKAGE / "backend" / "kernels.py",
     _PACKAGE / "ops" / "activations.py",
+    _PACKAGE / "ops" / "gaussian.py",
+    _PACKAGE / "ops" / "gaussian_closed.py",
     _PACKAGE / "backend" / "jit.py",
 )
 """The shared source files every generated module's compiled code depends on."""

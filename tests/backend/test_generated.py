@@ -49,7 +49,8 @@ def test_modules_hold_only_per_architecture_code():
         text = path.read_text()
         tree = ast.parse(text)
         defined = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
-        assert defined <= {"forward", "backward", "hvp", "hessian_state", "hvp_factored", "ntk"}
+        assert defined <= {"forward", "backward", "hvp", "hessian_state", "hvp_factored", "ntk",
+                           "limits"}
         assert not defined & shared
         imported = imported_kernels(tree)
         assert imported and set(imported) <= shared

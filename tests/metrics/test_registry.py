@@ -37,11 +37,12 @@ def two_outputs():
 
 def test_every_metric_returns_its_registered_fields(two_outputs, mlp3_small):
     assert list(M.METRICS) == ["hessian", "hessian_ball", "hessian_hidden", "hessian_preact",
-                               "gradient", "linearization", "ntk_change", "lin_gap",
-                               "loss_hessian"]
+                               "gradient", "linearization", "ntk_gap", "ntk_change",
+                               "lin_gap", "loss_hessian"]
     for name, metric in M.METRICS.items():
-        # tiny_sparse has no hidden block outside layers 0 and 1 (Theorem 3.8's neurons)
-        net = mlp3_small if name == "hessian_hidden" else two_outputs
+        # tiny_sparse has no hidden block outside layers 0 and 1 (Theorem 3.8's neurons), and
+        # no infinite-width limit (a sparse connection from its fixed input)
+        net = mlp3_small if name in ("hessian_hidden", "ntk_gap") else two_outputs
         result = M.measure(net, name, 1)
         assert list(result) == list(metric.fields), name
         # numbers, and lists of numbers (a training metric's loss curve)
@@ -57,7 +58,7 @@ def test_registry_entries_are_complete():
         assert metric.slope_reason
     expected = {"hessian": -0.5, "hessian_ball": -0.5, "hessian_hidden": -0.5,
                 "hessian_preact": -0.5, "gradient": 0.0, "linearization": -0.5,
-                "ntk_change": -1.0, "lin_gap": -1.0, "loss_hessian": 0.0}
+                "ntk_change": -1.0, "lin_gap": -1.0, "loss_hessian": 0.0, "ntk_gap": -0.5}
     assert {n: m.expected_slope for n, m in M.METRICS.items()} == expected
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(M.METRICS["hessian"])

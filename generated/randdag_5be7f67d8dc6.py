@@ -52,6 +52,7 @@ from dagc.backend.kernels import (
     scale_rows,
 )
 from dagc.ops import activations as act
+from dagc.ops import gaussian
 
 
 @jit
@@ -902,3 +903,98 @@ def ntk(w, X1, X2, same, sizes, scales, indptrs, indices):
             csr_ntk(K[k, l], Gk_out[k, :n1], a_h2[:n1], Gk_out[l, lo:], a_h2[lo:], ptr8_h2_out, idx8_h2_out)
             csr_ntk(K[k, l], Gk_out[k, :n1], a_h3[:n1], Gk_out[l, lo:], a_h3[lo:], ptr9_h3_out, idx9_h3_out)
     return K
+
+
+@jit
+def limits(X1, X2, same, sizes, shares):
+    """The infinite-width NNGP and NTK of every output at the pairs (X1[i], X2[j]), each
+    (n1, n2, n_out), zero between distinct outputs (so only their diagonal is kept).
+    `shares` holds one float64 array per non-input block: the limit shares of its pieces.
+    `same` says X2 is X1: the Gaussian expectations then fill one triangle and mirror it."""
+    n_x = sizes[0]
+    n_h1 = sizes[1]
+    n_h2 = sizes[2]
+    n_h3 = sizes[3]
+    n_out = sizes[4]
+    n1 = X1.shape[0]
+    n2 = X2.shape[0]
+    # input x: averages over its coordinates
+    x1_x = X1
+    x2_x = X2
+    C_x = (x1_x @ x2_x.T) / n_x
+    C1_x = np.sum(x1_x * x1_x, axis=1) / n_x
+    C2_x = np.sum(x2_x * x2_x, axis=1) / n_x
+    mu1_x = np.sum(x1_x, axis=1) / n_x
+    mu2_x = np.sum(x2_x, axis=1) / n_x
+    # h1 = tanh(s * (W x (sparse)))
+    r_h1 = shares[0]
+    Sig_h1 = r_h1[0] * C_x
+    Sig1_h1 = r_h1[0] * C1_x
+    Sig2_h1 = r_h1[0] * C2_x
+    Thz_h1 = Sig_h1.copy()
+    C_h1, E_h1 = gaussian.tanh_moments(Sig1_h1, Sig_h1, Sig2_h1, same)
+    C1_h1, mu1_h1 = gaussian.tanh_variance(Sig1_h1)
+    C2_h1, mu2_h1 = gaussian.tanh_variance(Sig2_h1)
+    Tha_h1 = E_h1 * Thz_h1
+    # h2 = tanh(s * (W x (sparse) + W h1 (sparse)))
+    r_h2 = shares[1]
+    Sig_h2 = r_h2[0] * C_x
+    Sig_h2 += r_h2[1] * C_h1
+    Sig1_h2 = r_h2[0] * C1_x
+    Sig1_h2 += r_h2[1] * C1_h1
+    Sig2_h2 = r_h2[0] * C2_x
+    Sig2_h2 += r_h2[1] * C2_h1
+    Thz_h2 = Sig_h2.copy()
+    Thz_h2 += r_h2[1] * Tha_h1
+    C_h2, E_h2 = gaussian.tanh_moments(Sig1_h2, Sig_h2, Sig2_h2, same)
+    C1_h2, mu1_h2 = gaussian.tanh_variance(Sig1_h2)
+    C2_h2, mu2_h2 = gaussian.tanh_variance(Sig2_h2)
+    Tha_h2 = E_h2 * Thz_h2
+    # h3 = tanh(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse)))
+    r_h3 = shares[2]
+    Sig_h3 = r_h3[0] * C_x
+    Sig_h3 += r_h3[1] * C_h1
+    Sig_h3 += r_h3[2] * C_h2
+    Sig1_h3 = r_h3[0] * C1_x
+    Sig1_h3 += r_h3[1] * C1_h1
+    Sig1_h3 += r_h3[2] * C1_h2
+    Sig2_h3 = r_h3[0] * C2_x
+    Sig2_h3 += r_h3[1] * C2_h1
+    Sig2_h3 += r_h3[2] * C2_h2
+    Thz_h3 = Sig_h3.copy()
+    Thz_h3 += r_h3[1] * Tha_h1
+    Thz_h3 += r_h3[2] * Tha_h2
+    C_h3, E_h3 = gaussian.tanh_moments(Sig1_h3, Sig_h3, Sig2_h3, same)
+    C1_h3, mu1_h3 = gaussian.tanh_variance(Sig1_h3)
+    C2_h3, mu2_h3 = gaussian.tanh_variance(Sig2_h3)
+    Tha_h3 = E_h3 * Thz_h3
+    # out = identity(s * (W x (sparse) + W h1 (sparse) + W h2 (sparse) + W h3 (sparse)))
+    r_out = shares[3]
+    Sig_out = r_out[0] * C_x
+    Sig_out += r_out[1] * C_h1
+    Sig_out += r_out[2] * C_h2
+    Sig_out += r_out[3] * C_h3
+    Sig1_out = r_out[0] * C1_x
+    Sig1_out += r_out[1] * C1_h1
+    Sig1_out += r_out[2] * C1_h2
+    Sig1_out += r_out[3] * C1_h3
+    Sig2_out = r_out[0] * C2_x
+    Sig2_out += r_out[1] * C2_h1
+    Sig2_out += r_out[2] * C2_h2
+    Sig2_out += r_out[3] * C2_h3
+    Thz_out = Sig_out.copy()
+    Thz_out += r_out[1] * Tha_h1
+    Thz_out += r_out[2] * Tha_h2
+    Thz_out += r_out[3] * Tha_h3
+    C_out = Sig_out
+    C1_out = Sig1_out
+    C2_out = Sig2_out
+    mu1_out = np.zeros(n1)
+    mu2_out = np.zeros(n2)
+    Tha_out = Thz_out
+    nngp = np.empty((n1, n2, n_out))
+    ntk = np.empty((n1, n2, n_out))
+    for k in range(n_out):
+        nngp[:, :, 0 + k] = C_out
+        ntk[:, :, 0 + k] = Tha_out
+    return nngp, ntk
