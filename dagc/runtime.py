@@ -253,6 +253,9 @@ class CompiledNet:
         X1 = self._batch(X1, "X1")
         same = X2 is None
         X2 = X1 if same else self._batch(X2, "X2")
+        if isinstance(self.ir, NeuronIR):
+            raise DagcError(f"{self.name}: the limit kernels are compiled for block networks "
+                            "(and random_dag up to 8 layers), not for the neuron path")
         if self._limit_shares is None:  # on first use: compiling must not fail without a limit
             self._limit_shares = limits.limit_shares(self.ir)
         return self.module.limits(X1, X2, same, self._args[0], self._limit_shares)
