@@ -119,11 +119,13 @@ def _degree_text(degree) -> str:
 
 
 def _compile(args) -> None:
-    ir = graph.build(spec.load(args.arch), args.width, args.graph_seed)
-    directory = args.output or cache.cache_dir()
+    from ..runtime import generate  # the module dagc.compile uses (neuron graphs: shared)
+
+    architecture = spec.load(args.arch)
     try:
-        path = cache.write_module(ir, directory)
+        ir, path = generate(architecture, args.width, args.graph_seed, args.output)
     except OSError as err:
+        directory = args.output or cache.cache_dir()
         raise DagcError(f"{directory}: cannot write the module: {err.strerror or err}") from None
     if args.jit:
         from ..runtime import CompiledNet
