@@ -15,6 +15,7 @@ from ..sweep import Cell, Result
 from .connection import one_line
 
 WAIT_AGAIN = None  # `settle`'s answer for a future that is not done after all
+LOST_CONNECTION = "scheduler-connection-lost"  # distributed's cancellation reason
 
 
 def settle(future, cell: Cell, connected: bool, address: str
@@ -38,22 +39,26 @@ def settle(future, cell: Cell, connected: bool, address: str
     if status in ("lost", "pending"):
         return WAIT_AGAIN
     if status == "finished":
-        return _finished(future, cell, address)
+        return _finished(future, cell, connected, address)
     if status == "cancelled":
         reason = _cancel_reason(future)
-        if reason != "scheduler-connection-lost" and connected:
+        if reason != LOST_CONNECTION and connected:
             return _failed(cell, f"the Dask scheduler dropped this cell's task ({reason})")
     if status == "cancelled" or not connected:
         raise _lost(address)
     return _failed(cell, _task_error(future))  # 'error' is all that is left, and final
 
 
-def _finished(future, cell: Cell, address: str) -> tuple[Result, str | None]:
+def _finished(future, cell: Cell, connected: bool, address: str
+              ) -> tuple[Result, str | None]:
     try:  # a result lost during the fetch: result() itself waits for its recomputation
         result, worker = future.result()
     except OSError:  # the connection closed under the fetch (distributed's CommClosedError)
         raise _lost(address) from None
     except Exception as err:  # noqa: BLE001 - its recomputation failed or was dropped
+        # the scheduler went away while the fetch waited: the cluster's failure, not the cell's
+        if not connected or getattr(err, "reason", "") == LOST_CONNECTION:
+            raise _lost(address) from None
         return _failed(cell, f"could not fetch the result from the cluster ({one_line(err)})")
     return result, worker or "?"
 
