@@ -41,8 +41,11 @@ def add_commands(commands) -> None:
                    help=f"of {', '.join(sweep.METRICS)}, defined in docs/metrics.md "
                         f"(default: {_csv(DEFAULT_METRICS)})")
     p.add_argument("--inputs", metavar="N", help=_option_help("inputs"))
-    p.add_argument("--radius", metavar="R", help=_option_help("radius"))
+    p.add_argument("--radius", metavar="R,R,...", help=_option_help(
+        "radius", "several sweep every radius, e.g. 0.5,1,3.5; each is its own option set"))
     p.add_argument("--ball-points", metavar="N", help=_option_help("ball_points"))
+    p.add_argument("--ascent-steps", metavar="N", help=_option_help("ascent_steps"))
+    p.add_argument("--hidden-neurons", metavar="N", help=_option_help("hidden_neurons"))
     p.add_argument("--directions", metavar="N", help=_option_help("directions"))
     p.add_argument("--train-size", metavar="N", help=_option_help("train_size"))
     p.add_argument("--targets", choices=TARGETS, help=_option_help("targets"))
@@ -107,13 +110,7 @@ def _sweep(args) -> int:
         (sweep.QUICK_SEEDS if quick else DEFAULT_SEEDS)
     metrics = _metrics(args.metrics) if args.metrics is not None else \
         (sweep.QUICK_METRICS if quick else DEFAULT_METRICS)
-    overrides = {}
-    for name in ("inputs", "ball_points", "directions"):
-        if getattr(args, name) is not None:
-            option = "--" + name.replace("_", "-")
-            overrides[name] = _integer(getattr(args, name), option, 1)
-    if args.radius is not None:
-        overrides["radius"] = _positive_float(args.radius, "--radius")
+    overrides = _curvature_overrides(args)
     overrides.update(_training_overrides(args))
     if (args.scheduler is not None or args.scheduler_file is not None) \
             and args.jobs is not None:
@@ -122,16 +119,13 @@ def _sweep(args) -> int:
     jobs = _integer(args.jobs, "--jobs", 1) if args.jobs is not None else \
         (max(1, min(2, os.cpu_count() or 1)) if quick else 1)
     report_dir = args.report_dir or (DEFAULT_REPORT_DIR if quick else None)
-    option_sets = [sweep.make_options(**overrides, **factor) for factor in _lr_factors(args)]
+    option_sets = sweep.option_grid(_swept_options(args), **overrides)
 
     if report_dir and os.path.exists(report_dir) and not os.path.isdir(report_dir):
         raise DagcError(f"{report_dir}: cannot write the report: not a directory")
     store.check(args.db, must_exist=False)  # a bad store fails before any work
     archs = sweep.load_architectures(args.arch, widths)
-    # a metric that does not read lr_factor plans the same cells for every factor: once
-    planned = (cell for options in option_sets
-               for cell in sweep.plan(archs, widths, range(seeds), metrics, options))
-    cells = list({cell.key: cell for cell in planned}.values())
+    cells = sweep.plan_option_sets(archs, widths, range(seeds), metrics, option_sets)
     if args.scheduler is not None or args.scheduler_file is not None:
         # connects now: an unreachable cluster fails before work
         executor = _cluster_executor(args.scheduler, args.scheduler_file)
@@ -142,7 +136,8 @@ def _sweep(args) -> int:
     with store.Store.open(args.db) as results:
         done = len(results.finished() & {c.key for c in cells})
         print(f"sweep: {len(cells)} cells ({len(archs)} architecture(s) x {len(widths)} widths "
-              f"x {seeds} seeds x {len(metrics)} metrics), {done} already in {args.db}; "
+              f"x {seeds} seeds x {len(metrics)} metrics{_sets(option_sets)}), {done} "
+              f"already in {args.db}; "
               f"{where}", file=sys.stderr)
         try:
             outcome = sweep.run_sweep(cells, results, executor, progress=not args.no_progress)
@@ -203,6 +198,18 @@ def _write(rows, summaries, directory, source=None) -> list:
         raise DagcError(f"{directory}: cannot write the report: {err.strerror or err}") from None
 
 
+def _curvature_overrides(args) -> dict:
+    """The measurement options of the curvature metrics given on the command line, but the
+    swept radius (docs/metrics.md, hessian_ball)."""
+    overrides = {}
+    for name, minimum in (("inputs", 1), ("ball_points", 1), ("directions", 1),
+                          ("ascent_steps", 0), ("hidden_neurons", 1)):
+        if getattr(args, name) is not None:
+            option = "--" + name.replace("_", "-")
+            overrides[name] = _integer(getattr(args, name), option, minimum)
+    return overrides
+
+
 def _training_overrides(args) -> dict:
     """The training options given on the command line (docs/metrics.md, ntk_change)."""
     overrides = {}
@@ -219,13 +226,24 @@ def _training_overrides(args) -> dict:
     return overrides
 
 
-def _lr_factors(args) -> list[dict]:
-    """One {"lr_factor": c} per factor of --lr-factor, or [{}] (the default) without it."""
-    if args.lr_factor is None:
-        return [{}]
-    factors = [_positive_float(item, "--lr-factor") for item in _items(args.lr_factor,
-                                                                        "--lr-factor")]
-    return [{"lr_factor": factor} for factor in factors]
+# The options whose flags take a list, each value its own option set.
+SWEPT_OPTIONS = ("lr_factor", "radius")
+
+
+def _swept_options(args) -> dict[str, list[float]]:
+    """{option: its values} for each of SWEPT_OPTIONS given on the command line (--radius
+    0.5,1,3.5); the others keep their default."""
+    swept = {}
+    for name in SWEPT_OPTIONS:
+        text = getattr(args, name)
+        if text is not None:
+            option = "--" + name.replace("_", "-")
+            swept[name] = [_positive_float(item, option) for item in _items(text, option)]
+    return swept
+
+
+def _sets(option_sets: list[dict]) -> str:
+    return f" x {len(option_sets)} option sets" if len(option_sets) > 1 else ""
 
 
 def _option_help(name: str, note: str = "") -> str:

@@ -147,6 +147,15 @@ def make_options(**overrides) -> dict:
     return dataclasses.asdict(measure.Options(**options))
 
 
+def option_grid(swept: dict[str, Sequence], **fixed) -> list[dict]:
+    """One options dict per combination of the ``swept`` values (every radius times every
+    lr_factor, say), each ``make_options(**fixed, **combination)``; just
+    ``[make_options(**fixed)]`` when nothing is swept."""
+    names = list(swept)
+    return [make_options(**fixed, **dict(zip(names, values, strict=True)))
+            for values in itertools.product(*(swept[name] for name in names))]
+
+
 def options_key(metric: str, options: dict) -> tuple[str, str]:
     """(canonical JSON, hash) of the options ``metric`` reads; the hash is part of every
     cell's key, so an option a metric does not read never makes its cells run again."""
@@ -198,6 +207,16 @@ def plan(archs: Sequence[Architecture], widths: Sequence[int], seeds: Iterable[i
                         f"too many for one sweep (at most {MAX_CELLS:,})")
     return [Cell(a.name, a.digest, a.text, a.path, width, seed, metric, *keys[metric])
             for width in widths for a in archs for seed in seeds for metric in metrics]
+
+
+def plan_option_sets(archs: Sequence[Architecture], widths: Sequence[int], seeds: Sequence[int],
+                     metrics: Sequence[str], option_sets: Sequence[dict]) -> list[Cell]:
+    """`plan` for each option set, each cell once: a metric that reads none of the options
+    that differ between the sets (hessian under a list of radii) plans the same cells for
+    every set, and is measured once."""
+    planned = (cell for options in option_sets
+               for cell in plan(archs, widths, seeds, metrics, options))
+    return list({cell.key: cell for cell in planned}.values())
 
 
 # --- running one cell -----------------------------------------------------------------------
