@@ -41,9 +41,10 @@ class Options:
     ascent_steps: int = _option(8, "trial steps of hessian_ball's projected ascent from each "
                                    "of its five starts")
     hidden_neurons: int = _option(4, "neurons sampled per hidden block by hessian_hidden")
-    train_size: int = _option(0, "n: points of the training set of ntk_change and lin_gap "
-                                 "(0: 2 n_in, so n > n_in and the kernel is not diagonal); "
-                                 "lin_gap holds out as many again")
+    train_size: int = _option(0, "n: points of the training set of ntk_change, lin_gap "
+                                 "and loss_hessian (0: 2 n_in, so n > n_in and the kernel "
+                                 "is not diagonal; the training metrics record the n used "
+                                 "as train_points); lin_gap holds out as many again")
     targets: str = _option("teacher", "training targets: " + " or ".join(TARGETS) + " (a "
                                       "fixed random tanh network, or random +-1)")
     loss_drop: float = _option(1000.0, "training runs until the loss falls by this factor "

@@ -294,6 +294,7 @@ def _training_fields(options: Options, result: TrainResult, w0: np.ndarray, n: i
         "edge_end": edge_end,
         "regime": regime(result, edge_start, edge_end),
         "loss_curve": [float(x) for x in result.losses],
+        "train_points": float(n),
     }
 
 
@@ -360,6 +361,7 @@ _TRAINING_FIELDS = {
               "edge_start > 1; else lazy",
     "loss_curve": "[L(w_0), L(w_1), ..., L(w_T)], the full-batch loss after every step "
                   "(a list, kept in the store's extras for plotting)",
+    "train_points": "n, the training points used (train_size, or 2 n_in when it is 0)",
 }
 
 _TRAINING_SETUP = (
