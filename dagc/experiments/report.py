@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DagcError
 from ..untrusted import check_regular
-from . import fit
+from . import fit, training_figure
 from .fit import Estimate
 from .store import Store
 
@@ -105,6 +105,7 @@ class Summary:
     verdict: str = ""
     note: str | None = None  # on the paper's width m (a bottleneck)
     excluded: int = 0  # finished cells left out of the fit (value not positive and finite)
+    train_points: list[int] = field(default_factory=list)  # n the training cells recorded
     failed: list[dict] = field(default_factory=list)
 
     @property
@@ -132,7 +133,8 @@ class Summary:
             log_corrected=None if self.log_corrected is None else dict(
                 slope=self.log_corrected.slope.to_json(),
                 log_power=self.log_corrected.log_power.to_json()),
-            note=self.note, excluded=self.excluded, failed=self.failed, digest=self.digest,
+            note=self.note, excluded=self.excluded, train_points=self.train_points,
+            failed=self.failed, digest=self.digest,
             options_hash=self.options_hash, options=self.options)
 
 
@@ -219,6 +221,8 @@ def _summarize(rows: list[dict], x_name: str, log_corrected: bool) -> Summary:
     s.failed = [dict(width=r["width"], seed=r["seed"], error=r["error"])
                 for r in rows if r["status"] != "ok"]
     s.seeds = sorted({r["seed"] for r in ok})
+    s.train_points = sorted({int(r["extras"]["train_points"]) for r in ok
+                             if "train_points" in r["extras"]})
     for width in sorted({r["width"] for r in ok}):
         _add_width(s, width, [r for r in ok if r["width"] == width])
     usable = [r for r in ok if _usable(r["value"]) and _usable(_x_of(r, x_name))]
@@ -506,7 +510,8 @@ def check_directory(directory: str | Path, source: dict, force: bool = False) ->
 def write(rows: Sequence[dict], summaries: Sequence[Summary], directory: str | Path,
           source: dict | None = None) -> list[Path]:
     """Write the CSV, the table, the slopes as markdown, the JSON summary, the figure (PNG and
-    SVG) and `source` (what the report was made from) into `directory` (created if needed)."""
+    SVG), the loss curves' figure (`training_figure`) when `rows` hold training cells, and
+    `source` (what the report was made from) into `directory` (created if needed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     texts = {TABLE_NAME: format_table(summaries), SLOPES_NAME: markdown_table(summaries),
@@ -515,6 +520,10 @@ def write(rows: Sequence[dict], summaries: Sequence[Summary], directory: str | P
         (directory / name).write_text(text)
     paths = [write_csv(rows, directory / CSV_NAME), *(directory / name for name in texts),
              *write_figure(summaries, directory / PLOT_NAME, directory / VECTOR_NAME)]
+    curves = training_figure.loss_curves(rows)
+    if curves:  # a store with training cells: their loss curves too
+        paths += training_figure.write_figure(curves, directory / training_figure.PLOT_NAME,
+                                              directory / training_figure.VECTOR_NAME)
     if source is not None:
         (directory / SOURCE_NAME).write_text(json.dumps(source, indent=1) + "\n")
     return paths
@@ -674,7 +683,7 @@ def _caption(result, summaries: Sequence[Summary], shown: Sequence[Summary]) -> 
     inputs = _option_values(shown, "inputs")
     if inputs:
         text += f"; {inputs} input(s) x per cell"
-    train = _option_values(shown, "train_size")
+    train = _training_points(shown)
     if train:
         text += f" ({train} training points for the metrics that train)"
     text += (". Slope b of log(metric) = a + b log(x): mean of the per-seed least-squares "
@@ -691,6 +700,22 @@ def _option_values(summaries: Sequence[Summary], option: str) -> str:
     """The values `option` takes over the groups that read it, e.g. "2" or "2/8"."""
     values = sorted({s.options[option] for s in summaries if option in s.options})
     return "/".join(str(v) for v in values)
+
+
+def _training_points(summaries: Sequence[Summary]) -> str:
+    """The training set sizes n of the groups that read train_size, e.g. "32" or "16/32":
+    the n their cells recorded, else the option; "2 n_in" for an older store's cells of
+    train_size 0 (its default), which did not record n."""
+    sizes: set[int] = set()
+    unrecorded = False
+    for s in summaries:
+        if "train_size" not in s.options:
+            continue
+        if s.train_points or s.options["train_size"]:
+            sizes.update(s.train_points or [s.options["train_size"]])
+        else:
+            unrecorded = True
+    return "/".join([str(n) for n in sorted(sizes)] + (["2 n_in"] if unrecorded else []))
 
 
 def write_figure(summaries: Sequence[Summary], *paths: str | Path) -> list[Path]:
