@@ -1,4 +1,4 @@
-"""The `dagc sweep` and `dagc report` commands (docs/design.md, Command line).
+"""The `dagc sweep`, `dagc report` and `dagc density` commands (docs/design.md, Command line).
 
 Every argument, the results store and the architectures are checked before anything runs or
 is written: bad input is a one-line `DagcError` and leaves the store untouched.
@@ -13,7 +13,7 @@ import sys
 
 from .. import metrics
 from ..errors import DagcError
-from ..experiments import local, report, store, sweep
+from ..experiments import local, report, spectra_figure, store, sweep
 from ..metrics.options import TARGETS
 
 DEFAULT_DB = "dagc-results.sqlite"
@@ -21,6 +21,7 @@ DEFAULT_REPORT_DIR = "report"
 DEFAULT_WIDTHS = (64, 128, 256, 512)
 DEFAULT_SEEDS = 3
 DEFAULT_METRICS = ("hessian", "gradient")
+DEFAULT_DENSITY_FILE = "density.png"
 
 
 def add_commands(commands) -> None:
@@ -101,6 +102,24 @@ def add_commands(commands) -> None:
                    help="overwrite a directory that holds a different report (or other files)")
     r.set_defaults(run=_report)
 
+    d = commands.add_parser(
+        "density", help="figure of the Hessian's spectral density at several widths",
+        description="Plot the spectral density of the Hessian of an architecture's first "
+                    "output at w0 and one input, by stochastic Lanczos quadrature, at each "
+                    "width: against the eigenvalue and against the eigenvalue times sqrt(m) "
+                    "(docs/metrics.md). Writes a PNG and an SVG.")
+    d.add_argument("arch", help="architecture file or bundled name")
+    d.add_argument("--widths", metavar="W,W,...", required=True, help="values of `width`")
+    d.add_argument("--seed", metavar="S", default="0", help="draws w0 and the input "
+                                                            "(default: 0)")
+    d.add_argument("--probes", metavar="N", default="8",
+                   help="Lanczos runs from random starts (default: 8)")
+    d.add_argument("--steps", metavar="N", default="60",
+                   help="Lanczos steps per run (default: 60)")
+    d.add_argument("-o", "--output", metavar="FILE", default=DEFAULT_DENSITY_FILE,
+                   help=f"the PNG; the SVG goes beside it (default: {DEFAULT_DENSITY_FILE})")
+    d.set_defaults(run=_density)
+
 
 def _sweep(args) -> int:
     quick = args.quick
@@ -178,6 +197,15 @@ def _report(args) -> int:
         paths = _write(rows, summaries, directory, source)
         if not args.json:
             print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _density(args) -> int:
+    figure = spectra_figure.density_figure(
+        args.arch, _widths(args.widths), seed=_integer(args.seed, "--seed", 0),
+        probes=_integer(args.probes, "--probes", 1), steps=_integer(args.steps, "--steps", 1))
+    paths = spectra_figure.write_density_figure(figure, args.output)
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

@@ -109,3 +109,24 @@ def test_bad_curvature_flags_are_one_line(tmp_path, fake, capsys, flags, message
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not db.exists()
+
+
+def test_density_command_writes_png_and_svg(tmp_path, capsys):
+    target = tmp_path / "spectrum.png"
+    assert cli.main(["density", "mlp3", "--widths", "4,8", "--probes", "1", "--steps", "10",
+                     "-o", str(target)]) == 0
+    assert target.read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in target.with_suffix(".svg").read_bytes()[:1000]
+    assert str(target) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--widths", "4,0"], "--widths: must be at least 1"),
+    (["--widths", "4", "--probes", "0"], "--probes: must be at least 1"),
+    (["--widths", "4", "--seed", "x"], "--seed: expected an integer"),
+])
+def test_bad_density_flags_are_one_line(tmp_path, capsys, flags, message):
+    assert cli.main(["density", "mlp3", *flags, "-o", str(tmp_path / "d.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "d.png").exists()
