@@ -3,6 +3,7 @@ imported, and nothing compiles on import or with jit=False."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -25,8 +26,37 @@ def ir():
     return graph.build(spec.load(arch_path("tiny")))
 
 
+def _dagc_imports(path: Path) -> set[Path]:
+    """The dagc source files a module imports, directly or through other dagc modules."""
+    package = Path(dagc.__file__).parent
+    found, todo = set(), [path]
+    while todo:
+        here = todo.pop()
+        for node in ast.walk(ast.parse(here.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:  # relative: from the importing module's package
+                base = here.parent.joinpath(*[".."] * (node.level - 1)).resolve()
+                parts = (node.module or "").split(".") if node.module else []
+            elif (node.module or "").split(".")[0] == "dagc":
+                base, parts = package, node.module.split(".")[1:]
+            else:
+                continue
+            for name in [*(a.name for a in node.names), None]:
+                target = base.joinpath(*parts, name) if name else base.joinpath(*parts)
+                file = target.with_suffix(".py")
+                if file.is_file() and file not in found:
+                    found.add(file)
+                    todo.append(file)
+    return found
+
+
 def test_the_name_covers_every_shared_source(ir, tmp_path, monkeypatch):
-    assert {p.name for p in cache.DEPENDENCIES} == {"kernels.py", "activations.py", "jit.py"}
+    """Every dagc file whose compiled code a generated module can inline (it imports it and
+    it defines jitted functions) is in the name's digest."""
+    source = cache.write_module(ir, tmp_path)
+    imported = {p.resolve() for p in _dagc_imports(source) if "@jit" in p.read_text()}
+    assert imported and imported <= {p.resolve() for p in cache.DEPENDENCIES}
     assert all(p.is_file() for p in cache.DEPENDENCIES)
     before = cache.write_module(ir, tmp_path)
     monkeypatch.setattr(cache, "dependencies_digest", lambda: "a changed kernel")
