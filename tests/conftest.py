@@ -38,6 +38,7 @@ blocks:
   out: {size: 2, from: [h6, {block: h4, fan_in: 2}], bias: true}
   aux: {size: 3, act: softplus, from: [h5, h1], add: [h6]}
   lin: {size: 1, from: [{block: x, fan_in: 2}]}
+outputs: [out, aux, lin]
 """,
     # One tanh layer: a closed form y = W2 tanh(W1 x / sqrt(3)) / sqrt(width).
     "tiny": """\

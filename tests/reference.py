@@ -98,15 +98,34 @@ def edge_list(net) -> list[Edges]:
     return out
 
 
+def neuron_blocks(ir) -> tuple[list[BlockInfo], list[Edges]]:
+    """A neuron-level IR as blocks of one neuron each (named n0, n1, ... in the IR's order,
+    which is topological) and one `Edges` per edge, read from its edge view: the structure
+    only, every formula stays this file's own."""
+    from dagc.ir.neurons import CODES, INPUT
+
+    act_of = {code: name for name, code in CODES.items()} | {INPUT: ""}
+    outputs = set(ir.outputs.tolist())
+    blocks = [BlockInfo(f"n{i}", 1, act_of[int(code)], (), i in outputs, (name,))
+              for i, (name, code) in enumerate(zip(ir.names, ir.codes.tolist(), strict=True))]
+    zero = np.zeros(1, np.int64)
+    edges = [Edges(f"n{s}", f"n{t}", zero, zero, np.array([e], np.int64))
+             for e, (s, t) in enumerate(ir.edges().tolist())]
+    return blocks, edges
+
+
 class Reference:
     """The network of a `CompiledNet`, re-implemented neuron by neuron in PyTorch."""
 
     def __init__(self, net):
         self.n_params = int(net.n_params)
-        self.blocks = [BlockInfo(b.name, int(b.size), b.act, tuple(b.add), bool(b.is_output),
-                                 b.neurons) for b in net.ir.blocks]
+        if hasattr(net.ir, "blocks"):
+            self.blocks = [BlockInfo(b.name, int(b.size), b.act, tuple(b.add),
+                                     bool(b.is_output), b.neurons) for b in net.ir.blocks]
+            self.edges = edge_list(net)
+        else:
+            self.blocks, self.edges = neuron_blocks(net.ir)
         by_name = {b.name: b for b in self.blocks}
-        self.edges = edge_list(net)
         self.incoming: dict[str, list[Edges]] = {b.name: [] for b in self.blocks}
         for e in self.edges:
             self.incoming[e.dst].append(e)

@@ -1,7 +1,9 @@
 """Golden outputs of every pass and metric of every bundled architecture, from the code as it
 is before the restructure (issue 20): the restructure must reproduce them bit for bit."""
 import sys
+
 import numpy as np
+
 import dagc
 from dagc import measure
 
@@ -33,7 +35,8 @@ for name in names:
         out[f"{key}/factored_GC"] = GC
         out[f"{key}/hessian_norms"] = measure.hessian_norms(net, w, X)
         if width == 8:
-            opts = measure.Options(inputs=2, ball_points=2, directions=2, train_size=4, max_steps=50)
+            opts = measure.Options(inputs=2, ball_points=2, directions=2, train_size=4,
+                                   max_steps=50)
             for metric in measure.METRICS:
                 res = measure.measure(net, metric, 3, opts)
                 for k, val in sorted(res.items()):

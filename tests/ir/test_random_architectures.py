@@ -316,7 +316,7 @@ def test_random_neuron_graph(G, fmt, default_act, seed):
 
     # the file's graph, neuron by neuron: names are strings once written to GraphML or edges
     G = nx.relabel_nodes(G, str)
-    name_of = {(b.name, i): str(n) for b in net.ir.blocks for i, n in enumerate(b.neurons)}
+    name_of = {(b.name, i): str(n) for b in ref.blocks for i, n in enumerate(b.neurons)}
     assert sorted(name_of.values()) == sorted(G.nodes)
     edges = [(name_of[s], name_of[d], p) for s, d, p in ref.neuron_edges()]
     assert sorted((u, v) for u, v, _ in edges) == sorted(G.edges)
@@ -330,7 +330,7 @@ def test_random_neuron_graph(G, fmt, default_act, seed):
         attribute = G.nodes[node].get("act") if fmt != "edgelist" else None
         default = "identity" if G.out_degree(node) == 0 else (default_act or "tanh")
         acts[node] = attribute or default
-    for b in net.ir.blocks:
+    for b in ref.blocks:
         for n in b.neurons:
             assert b.act == acts.get(str(n), ""), (n, b.act, acts.get(str(n)))
             assert b.is_output == (G.out_degree(str(n)) == 0 and G.in_degree(str(n)) > 0)
