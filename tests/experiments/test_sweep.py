@@ -544,11 +544,13 @@ def test_cli_scheduler_uses_the_cluster_executor(tmp_path, fake, capsys, monkeyp
         addresses.append(address)
         return fake_make_executor(1)
 
-    import dagc
+    import dagc.experiments
 
     fake_cluster = types.SimpleNamespace(dask_executor=dask_executor)
+    # `from ..experiments import dask` reads the package's attribute once the real module
+    # has been imported (by an earlier test), and sys.modules before that: replace both
     monkeypatch.setitem(sys.modules, "dagc.experiments.dask", fake_cluster)
-    monkeypatch.setattr(dagc, "cluster", fake_cluster, raising=False)
+    monkeypatch.setattr(dagc.experiments, "dask", fake_cluster, raising=False)
     db = tmp_path / "r.sqlite"
     args = ["sweep", "mlp3", "--widths", "4,8", "--seeds", "1", "--metrics", "gradient",
             "--db", str(db), "--no-progress"]
