@@ -9,6 +9,7 @@ from types import ModuleType
 import networkx as nx
 import numpy as np
 
+from .arguments import check_seed
 from .backend import cache
 from .backend import render as codegen
 from .backend.cache import cache_dir, load_module  # noqa: F401 - public API, re-exported
@@ -99,8 +100,7 @@ class CompiledNet:
 
     def init(self, seed: int = 0) -> np.ndarray:
         """Weights i.i.d. N(0, 1) (NTK parameterization), shape (P,), from `seed`."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise DagcError(f"seed: expected an integer >= 0, got {seed!r}")
+        check_seed(seed)
         _check_memory(self.n_params, f"the {self.n_params:,} parameters of {self.name}")
         return np.random.default_rng(seed).standard_normal(self.n_params)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arguments import check_int, check_seed
 from ..errors import DagcError
 
 __all__ = ["Options", "HESSIAN_METHODS", "TARGETS", "option_help", "check_int", "check_number",
@@ -107,12 +108,6 @@ def check_number(value: Any, name: str, low: float, strict: bool) -> float:
     return value
 
 
-def check_int(value: Any, name: str, minimum: int) -> None:
-    """`DagcError` naming ``name`` unless ``value`` is an integer (not a bool) >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DagcError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
 def check_tol(value: Any, name: str) -> float:
     """``value`` as a float, or `DagcError` unless it is a finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
@@ -126,11 +121,6 @@ def check_method(value: Any, name: str) -> None:
     if value not in HESSIAN_METHODS:
         raise DagcError(f"{name}: unknown Hessian-norm method {value!r}; known: "
                         f"{', '.join(HESSIAN_METHODS)}")
-
-
-def check_seed(seed: Any) -> None:
-    """`DagcError` unless ``seed`` is an integer >= 0."""
-    check_int(seed, "seed", minimum=0)
 
 
 def check_finite(array: np.ndarray, name: str) -> np.ndarray:
