@@ -275,6 +275,12 @@ def _neuron_graph(spec: Spec, width, seed: int) -> neurons.NeuronGraph:
     return neurons.from_networkx(graph, spec.hidden_act, str(spec.graph))
 
 
+# Neurons of a `random_dag`. Each neuron's predecessors are one numpy draw (the draws define
+# the graph, so they cannot be batched without changing every generated graph): the build is
+# linear but per neuron, and this bound keeps the largest one to minutes.
+MAX_GENERATED = 10**7
+
+
 def _random_dag(gen: RandomDag, width, seed: int, where: str) -> neurons.NeuronGraph:
     """Layers of `size` neurons after `inputs` inputs; each neuron of layer 2 on draws
     `fan_in` distinct predecessors among all earlier neurons, at least one in the previous
@@ -284,9 +290,9 @@ def _random_dag(gen: RandomDag, width, seed: int, where: str) -> neurons.NeuronG
     size = expr.evaluate(gen.size, width, f"{where}: graph: size")
     k = expr.evaluate(gen.fan_in, width, f"{where}: graph: fan_in")
     total = n_in + gen.layers * size + gen.outputs
-    if total > expr.MAX_SIZE:
+    if total > MAX_GENERATED:
         raise DagcError(f"{where}: graph: {total:,} neurons are too many "
-                        f"(at most {expr.MAX_SIZE:,})")
+                        f"(at most {MAX_GENERATED:,})")
     if k > n_in + size:
         raise DagcError(f"{where}: graph: fan_in {k} exceeds the {n_in + size} neurons "
                         "before layer 2")

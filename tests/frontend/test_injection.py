@@ -452,6 +452,11 @@ def test_too_many_blocks_and_layers_are_refused_with_the_bound(no_codegen):
         "name: d\nwidth: 2\ngraph: {generator: random_dag, layers: 10000000}\n")
     with pytest.raises(DagcError, match=r"layers 10000000 is too many \(at most 100,000\)"):
         dagc.compile(no_codegen / "deep.yaml", jit=False)
+    # within the layer bound, but 10^8 neurons: refused before any neuron is drawn
+    (no_codegen / "wide.yaml").write_text("name: w\nwidth: 2\ngraph: {generator: random_dag, "
+                                          "layers: 100000, size: 1000, fan_in: 2}\n")
+    with pytest.raises(DagcError, match=r"100,000,\d+ neurons are too many \(at most 10,000,000\)"):
+        dagc.compile(no_codegen / "wide.yaml", jit=False)
 
 
 def test_an_architecture_file_over_a_mebibyte_is_refused_unread(no_codegen):
