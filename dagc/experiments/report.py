@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DagcError
 from ..untrusted import check_regular
-from . import fit, training_figure
+from . import figures, fit, training_figure
 from .fit import Estimate
 from .store import Store
 
@@ -720,10 +720,4 @@ def _training_points(summaries: Sequence[Summary]) -> str:
 
 def write_figure(summaries: Sequence[Summary], *paths: str | Path) -> list[Path]:
     """Save `figure(summaries)` to each path (format from the suffix: .png, .svg, .pdf)."""
-    result = figure(summaries)
-    written = []
-    for path in map(Path, paths):
-        result.savefig(path, dpi=150, bbox_inches="tight", pad_inches=0.15,
-                       metadata={"Date": None} if path.suffix == ".svg" else None)
-        written.append(path)
-    return written
+    return figures.save(figure(summaries), *paths)

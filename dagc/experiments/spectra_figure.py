@@ -25,6 +25,7 @@ from ..errors import DagcError
 from ..metrics.inputs import sweep_inputs
 from ..metrics.options import check_int, check_seed
 from ..runtime import compile as compile_net
+from . import figures
 
 __all__ = ["DensityCurve", "density_curves", "density_figure", "write_density_figure"]
 
@@ -117,14 +118,4 @@ def density_figure(arch: str | Path, widths: Sequence[int], seed: int = 0, probe
 def write_density_figure(figure, path: str | Path) -> list[Path]:
     """Save ``figure`` as PNG and SVG beside each other: ``path`` with suffixes .png and
     .svg (``density`` or ``density.png`` give density.png and density.svg)."""
-    written = []
-    for suffix in (".png", ".svg"):
-        target = Path(path).with_suffix(suffix)
-        try:
-            figure.savefig(target, dpi=150, metadata={"Date": None} if suffix == ".svg"
-                           else None)
-        except OSError as err:
-            raise DagcError(f"{target}: cannot write the figure: "
-                            f"{err.strerror or err}") from None
-        written.append(target)
-    return written
+    return figures.save(figure, *(Path(path).with_suffix(s) for s in (".png", ".svg")))

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import figures
+
 PLOT_NAME = "loss_curves.png"
 VECTOR_NAME = "loss_curves.svg"
 
@@ -146,10 +148,4 @@ def caption(curves: Sequence[LossCurve]) -> str:
 
 def write_figure(curves: Sequence[LossCurve], *paths: str | Path) -> list[Path]:
     """Save `figure(curves)` to each path (format from the suffix: .png, .svg, .pdf)."""
-    result = figure(curves)
-    written = []
-    for path in map(Path, paths):
-        result.savefig(path, dpi=150, bbox_inches="tight", pad_inches=0.15,
-                       metadata={"Date": None} if path.suffix == ".svg" else None)
-        written.append(path)
-    return written
+    return figures.save(figure(curves), *paths)
