@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 import dagc
+from dagc.frontend import spec
 from dagc.frontend.spec import bundled_names
+from dagc.ir import graph
 
 BUNDLED: tuple[str, ...] = tuple(bundled_names())
 """The architectures shipped with dagc, addressable by name."""
@@ -108,6 +110,41 @@ def assert_close(actual, expected, rtol: float, atol: float = 0.0, what: str = "
 def compiled_fixture():
     """`compiled(name, width=8, jit=True)`: the session's shared compiled networks."""
     return compiled
+
+
+def graph_only(text: str, path: str, width: int):
+    """A sweep cell's `load_net` that builds the real IR (name, width, m) and no code, for
+    tests of sweep planning, the store and the CLI that need no compiled network."""
+    return graph.build(spec.parse(text, path), width)
+
+
+def fake_cell(measure_fn):
+    """`sweep.run_cell` on `graph_only` networks, measured by `measure_fn(net, metric, seed,
+    options) -> dict`."""
+    from dagc.experiments import sweep
+
+    return functools.partial(sweep.run_cell, load_net=graph_only, measure_fn=measure_fn)
+
+
+def serial_fake_sweeps(monkeypatch, measure_fn) -> None:
+    """Make `dagc sweep` run its cells in this process as `fake_cell(measure_fn)`."""
+    from dagc.experiments import local
+
+    monkeypatch.setattr(local, "make_executor", lambda jobs, fn=None: functools.partial(
+        local.serial_executor, fn=fake_cell(measure_fn)))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The catalog's tiny as plain Python: f(x) = s2 * sum_j v_j tanh(s1 * W_j . x),
+    s1 = 1/sqrt(3), s2 = 1/sqrt(4)."""
+    return compiled("tiny", 4, jit=False)
+
+
+@pytest.fixture(scope="session")
+def two_outputs():
+    """Two outputs, a bias and a sparse connection (the catalog's tiny_sparse), plain Python."""
+    return compiled("tiny_sparse", 5, jit=False)
 
 
 @pytest.fixture(scope="session", name="assert_close")

@@ -9,6 +9,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import yaml
+from conftest import fake_cell
 
 import dagc
 from dagc.frontend import spec
@@ -146,12 +147,6 @@ def test_complex_object_and_ragged_inputs_are_refused(value, message):
 
 # --- results as a DataFrame -------------------------------------------------------------------
 
-def _ir(text, path, width):
-    from dagc.ir import graph
-
-    return graph.build(spec.parse(text, path), width)
-
-
 def _measure(net, metric, seed, options):
     if seed == 1 and net.width == 16:
         raise RuntimeError("a failing cell")
@@ -160,13 +155,12 @@ def _measure(net, metric, seed, options):
 
 def test_load_results_has_one_row_per_cell(tmp_path):
     pytest.importorskip("pandas")
-    import functools
 
     from dagc.experiments import report, store, sweep
 
     archs = sweep.load_architectures(["densenet3"], [8, 16])
     cells = sweep.plan(archs, [8, 16], range(2), ["hessian", "gradient"], sweep.make_options())
-    run = functools.partial(sweep.run_cell, load_net=_ir, measure_fn=_measure)
+    run = fake_cell(_measure)
     with store.Store.open(tmp_path / "r.sqlite") as results:
         sweep.run_sweep(cells, results, lambda todo, on_start: map(run, todo), progress=False)
     frame = dagc.load_results(tmp_path / "r.sqlite")

@@ -4,15 +4,12 @@ the stored cells, and every help shows the real default of its `Options` field."
 
 from __future__ import annotations
 
-import functools
-
 import pytest
+from conftest import serial_fake_sweeps
 
 from dagc import cli
-from dagc.experiments import local, sweep
+from dagc.experiments import sweep
 from dagc.experiments.store import Store
-from dagc.frontend import spec
-from dagc.ir import graph
 from dagc.metrics.options import Options
 
 
@@ -21,20 +18,13 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGC_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _ir(text, path, width):
-    """The real graph (width, name), no code generation or numba."""
-    return graph.build(spec.parse(text, path), width)
-
-
 def _measure(net, metric, seed, options):
     return {"value": options.radius / net.width}
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    cell = functools.partial(sweep.run_cell, load_net=_ir, measure_fn=_measure)
-    monkeypatch.setattr(local, "make_executor", lambda jobs, fn=None: functools.partial(
-        local.serial_executor, fn=cell))
+    serial_fake_sweeps(monkeypatch, _measure)
 
 
 def _stored(db) -> list[dict]:

@@ -8,14 +8,14 @@ import functools
 import re
 
 import pytest
+from conftest import fake_cell, serial_fake_sweeps
 
 import dagc
 from dagc import cli
 from dagc.backend import cache
-from dagc.experiments import local, sweep
+from dagc.experiments import sweep
 from dagc.experiments.store import Store
 from dagc.frontend import spec
-from dagc.ir import graph
 
 TINY = """\
 name: tiny_cli
@@ -32,22 +32,16 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGC_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _ir(text, path, width):
-    """The real graph (width, name), no code generation or numba."""
-    return graph.build(spec.parse(text, path), width)
-
-
 def _measure(net, metric, seed, options):
     return {"value": (1.0 + seed) / net.width}
 
 
-FAKE_CELL = functools.partial(sweep.run_cell, load_net=_ir, measure_fn=_measure)
+FAKE_CELL = fake_cell(_measure)
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setattr(local, "make_executor", lambda jobs, fn=None: functools.partial(
-        local.serial_executor, fn=FAKE_CELL))
+    serial_fake_sweeps(monkeypatch, _measure)
 
 
 def test_version(capsys):

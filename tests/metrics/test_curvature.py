@@ -24,19 +24,6 @@ def mlp3_small():
     return compiled("mlp3", 8)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    """The catalog's tiny: f(x) = s2 * sum_j v_j tanh(s1 * W_j . x), s1 = 1/sqrt(3),
-    s2 = 1/sqrt(4)."""
-    return compiled("tiny", 4, jit=False)
-
-
-@pytest.fixture(scope="module")
-def two_outputs():
-    """Two outputs, a bias and a sparse connection (the catalog's tiny_sparse)."""
-    return compiled("tiny_sparse", 5, jit=False)
-
-
 def _dense_norm(net, w, x, output=0):
     H = M.dense_hessian(net, w, x, output)
     assert np.allclose(H, H.T, rtol=0, atol=1e-12 * max(1.0, np.abs(H).max()))

@@ -29,12 +29,6 @@ def mlp3_small():
     return compiled("mlp3", 8)
 
 
-@pytest.fixture(scope="module")
-def two_outputs():
-    """Two outputs, a bias and a sparse connection (the catalog's tiny_sparse)."""
-    return compiled("tiny_sparse", 5, jit=False)
-
-
 def test_every_metric_returns_its_registered_fields(two_outputs, mlp3_small):
     assert list(M.METRICS) == ["hessian", "hessian_ball", "hessian_hidden", "hessian_preact",
                                "gradient", "linearization", "ntk_gap", "ntk_change",

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import pytest
-from conftest import compiled
 
 import dagc
 from dagc import measure as M
@@ -29,19 +28,6 @@ blocks:
   h: {size: width, act: identity, from: [x]}
   out: {size: 1, from: [h]}
 """
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """The catalog's tiny: f(x) = s2 * sum_j v_j tanh(s1 * W_j . x), s1 = 1/sqrt(3),
-    s2 = 1/sqrt(4)."""
-    return compiled("tiny", 4, jit=False)
-
-
-@pytest.fixture(scope="module")
-def two_outputs():
-    """Two outputs, a bias and a sparse connection (the catalog's tiny_sparse)."""
-    return compiled("tiny_sparse", 5, jit=False)
 
 
 # ------------------------------------------------------------------------------------------
