@@ -76,6 +76,7 @@ class CompiledNet:
         self.n_out = ir.n_out
         self.input_names = ir.input_names
         self.output_names = ir.output_names
+        self._limit_shares = None  # on first use: compiling must not fail without a limit
         if isinstance(ir, NeuronIR):  # the shared neuron module: the graph is data
             self.layers, self.layout, self.sources = ir.layers, ir.layout, ir.sources
             self.factored_size = ir.factored_size
@@ -92,7 +93,6 @@ class CompiledNet:
             tuple(c.indptr for c in sparse),
             tuple(c.indices for c in sparse),  # uint32 (see graph.Connection): no copy
         )
-        self._limit_shares: tuple[np.ndarray, ...] | None = None
 
     def __repr__(self) -> str:
         return (f"CompiledNet({self.name!r}, width={self.width}, width_m={self.width_m}, "
@@ -249,14 +249,21 @@ class CompiledNet:
         return self._limit_kernels(X1, X2)[1]
 
     def _limit_kernels(self, X1, X2) -> tuple[np.ndarray, np.ndarray]:
-        """(NNGP, NTK) from the generated `limits` pass; both come from one recursion."""
+        """(NNGP, NTK) from the generated `limits` pass; both come from one recursion. On the
+        neuron path the pass is the shared module's, with the generator's layer shares and
+        activation codes as data (`limits.neuron_limit`)."""
         X1 = self._batch(X1, "X1")
         same = X2 is None
         X2 = X1 if same else self._batch(X2, "X2")
         if isinstance(self.ir, NeuronIR):
-            raise DagcError(f"{self.name}: the limit kernels are compiled for block networks "
-                            "(and random_dag up to 8 layers), not for the neuron path")
-        if self._limit_shares is None:  # on first use: compiling must not fail without a limit
+            if self._limit_shares is None:
+                self._limit_shares = limits.neuron_limit(self.ir)
+            shares, layer_codes = self._limit_shares
+            # the pass keeps two (n1, n2) kernels per layer: every layer feeds all later ones
+            _check_memory(2 * shares.shape[0] * len(X1) * len(X2),
+                          f"the limit kernels of {shares.shape[0]} layers")
+            return self.module.limits(X1, X2, same, shares, layer_codes, self.n_out)
+        if self._limit_shares is None:
             self._limit_shares = limits.limit_shares(self.ir)
         return self.module.limits(X1, X2, same, self._args[0], self._limit_shares)
 

@@ -255,3 +255,14 @@ def ntk_accumulate(K, Gk, A, indptr, indices, n_in, n1, lo):
                 for i in range(n1):
                     for j in range(n2):
                         Kkm[i, j] += gk[i] * gl[lo + j] * S[i, j]
+
+
+@jit
+def layer_mix(out, stack, shares):
+    """out = sum_j shares[j] stack[j] over the stored layers j (the infinite-width kernels of
+    a layer from those of the earlier ones, `limits`); layers of share 0 are skipped, so a
+    layer never reads the ones not yet computed."""
+    out[:] = 0.0
+    for j in range(shares.size):
+        if shares[j] != 0.0:
+            out += shares[j] * stack[j]
