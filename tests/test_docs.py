@@ -69,6 +69,14 @@ def test_yaml_example_parses_and_compiles(path, index, tmp_path):
     assert Y.shape == (3, net.n_out) and np.all(np.isfinite(Y))
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_architectures_compile(path, tmp_path):
+    """The control architectures of the README's results (examples/) stay valid files."""
+    net = compile_spec(spec.load(str(path)), width=SMALL_WIDTH, directory=tmp_path, jit=False)
+    Y = net.forward(net.init(seed=0), np.random.default_rng(0).standard_normal((3, net.n_in)))
+    assert Y.shape == (3, 1) and np.all(np.isfinite(Y))
+
+
 def test_readme_python_examples_run(capsys):
     blocks = fenced(README, "python")
     assert blocks, "the README has a worked example"
