@@ -571,9 +571,15 @@ def _colours(summaries: Sequence[Summary]) -> dict[str, tuple]:
 
 
 def _series_label(s: Summary, summaries: Sequence[Summary]) -> str:
+    """The architecture, and the options that tell its series of one metric apart (e.g.
+    `densenet3 (lr_factor=1.5)`): metrics that read different options share a label, so a
+    sweep with its default options gives one row and one colour per architecture."""
     label = s.label(_digest_shown(summaries)[s.arch])
-    if len({t.options_hash for t in summaries}) > 1:
-        label += f" [{s.options_hash[:6]}]"
+    siblings = [t.options for t in summaries
+                if (t.arch, t.digest, t.metric) == (s.arch, s.digest, s.metric)]
+    varying = [key for key in s.options if len({repr(o.get(key)) for o in siblings}) > 1]
+    if varying:
+        label += " (" + ", ".join(f"{key}={s.options[key]}" for key in varying) + ")"
     return label
 
 

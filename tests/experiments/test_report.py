@@ -211,6 +211,24 @@ def test_options_and_architecture_texts_never_mix():
     assert "mlp3@dddddddd" in text and "mlp3@eeeeeeee" in text and "options pppppppp" in text
 
 
+def test_table_rows_name_only_the_options_that_tell_series_apart():
+    """Metrics that read different options share their architecture's row; two option sets
+    of one metric get a row each, named by the option that differs."""
+    def with_options(rows, **options):
+        for r in rows:
+            r["options"] = options
+        return rows
+
+    rows = (with_options(_rows(), inputs=2)
+            + with_options(_rows(metric="ntk_change", options_hash="a" * 16), lr_factor=0.5)
+            + with_options(_rows(metric="ntk_change", options_hash="b" * 16, slope=0.0),
+                           lr_factor=1.5))
+    table = report.markdown_table(report.summarize(rows))
+    labels = [line.split("|")[1].strip() for line in table.splitlines()[2:]
+              if line.startswith("| ")]
+    assert labels == ["mlp3", "mlp3 (lr_factor=0.5)", "mlp3 (lr_factor=1.5)"]
+
+
 def test_files(tmp_path):
     rows = _rows(seeds=3) + _rows(metric="gradient", slope=0.0, seeds=3) \
         + _rows(arch="bottleneck3", width_m=lambda w: 1, seeds=3)
