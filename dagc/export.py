@@ -7,8 +7,14 @@ block computes z = scale * (sum over its connections of W a_src + bias), then
 a = act(z) + the blocks it adds; activations come from the registry's array forms
 (`Activation.array(z, xp)`). Parameters are keyed "SRC->DST" and "bias->DST" and listed in
 the flat vector's layout order (`CompiledNet.layout`), so flattening them in order gives
-`w` and their gradients give `net.vjp`. A neuron-level IR (`dagc.ir.neurons`) runs through
-its edge view: one step per run of neurons, one piece "neurons->neurons" of every edge.
+`w` and their gradients give `net.vjp`; `split_weights` goes from a flat `w` (in any of the
+frameworks) to those pieces. A neuron-level IR (`dagc.ir.neurons`) runs through its edge
+view: one step per run of neurons, one piece "neurons->neurons" of every edge.
+
+Sparse and ragged connections run one of two ways (`sparse=`): "gather" indexes each
+neuron's sources and sums (work and memory in proportion to the edges), "masked" scatters the
+weights into a dense (size_dst, size_src) matrix and multiplies (a BLAS product: faster while
+the connection is not very sparse, memory in proportion to size_dst * size_src).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -36,6 +42,14 @@ class _Term:
     kind: str  # "dense" | "sparse" (index (n_dst, k)) | "ragged" (rows and cols per edge)
     index: tuple[np.ndarray, ...]
     span: tuple[int, int] | None = None  # the term's weights: params[key][span], else all
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols) of a sparse or ragged term: weight e joins source neuron cols[e] to
+        destination neuron rows[e]; a sparse term's rows are (n_dst, 1), broadcasting against
+        its (n_dst, k) cols and weights."""
+        if self.kind == "sparse":
+            return np.arange(len(self.index[0]))[:, None], self.index[0]
+        return self.index
 
 
 @dataclass(frozen=True)
@@ -109,15 +123,39 @@ def _term(conn) -> _Term:
     return _Term(key, conn.src, "ragged", (rows, indices))
 
 
-def _pieces(net: CompiledNet, w) -> dict[str, np.ndarray]:
-    """The weights `w` as {key: array of the piece's shape}, in layout order (copies)."""
-    return {parameter_key(src, dst): w[offset:offset + int(np.prod(shape))].reshape(shape).copy()
+SparseMode = Literal["gather", "masked"]
+SPARSE_MODES = ("gather", "masked")
+
+
+def split_weights(net: CompiledNet, w) -> dict[str, Any]:
+    """The flat weight vector `w` as {"SRC->DST" or "bias->DST": piece of its layout shape},
+    in layout order: the parameters `to_torch` and `to_jax` take.
+
+    `w` may be a numpy, PyTorch or JAX vector of `net.n_params` entries; the pieces are its
+    slices (views where the framework has them), so a function of the pieces is a
+    differentiable function of `w`, e.g.
+    `torch.func.functional_call(module, {"weights." + k: p for k, p in
+    split_weights(net, w).items()}, (X,))` or `f(split_weights(net, w), X)`. Concatenating
+    the pieces' ravels in order gives `w` back.
+    """
+    return {parameter_key(src, dst): w[offset:offset + int(np.prod(shape))].reshape(shape)
             for src, dst, _, offset, shape in net.layout}
 
 
-def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict):
+def _pieces(net: CompiledNet, w: np.ndarray) -> dict[str, np.ndarray]:
+    """The weights `w` as {key: array of the piece's shape}, in layout order (copies)."""
+    return {key: piece.copy() for key, piece in split_weights(net, w).items()}
+
+
+def _sparse_mode(sparse: str) -> SparseMode:
+    if sparse not in SPARSE_MODES:
+        raise DagcError(f"sparse: expected one of {', '.join(SPARSE_MODES)}, got {sparse!r}")
+    return sparse
+
+
+def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict, sparse: SparseMode):
     """The network's outputs at the rows of X, in any framework `ops` implements; `index`
-    holds the sparsity patterns converted to that framework's integer arrays."""
+    holds the sparsity patterns converted to that framework's integer arrays (`_index`)."""
     values, column = {}, 0
     for name, size in plan.inputs:
         values[name] = X[:, column:column + size]
@@ -131,6 +169,9 @@ def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict):
             pattern = index[step.name, term.key]
             if term.kind == "dense":
                 part = a @ W.T
+            elif sparse == "masked":
+                rows, cols = pattern
+                part = a @ ops.scatter(W, rows, cols, (step.size, a.shape[1])).T
             elif term.kind == "sparse":
                 part = (a[:, pattern[0]] * W).sum(-1)
             else:
@@ -152,37 +193,44 @@ def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict):
 
 class _Ops(SimpleNamespace):
     """A framework's primitives: the activations' (tanh, sigmoid, softplus, erf, sin,
-    maximum), `segment_sum(values (n, E), rows (E,), size)` summing columns into rows, and
-    `concatenate(list of (n, k))` along columns."""
+    maximum), `segment_sum(values (n, E), rows (E,), size)` summing columns into rows,
+    `scatter(values, rows, cols, shape)` a zero matrix with `values` added at (rows, cols)
+    (broadcast), and `concatenate(list of (n, k))` along columns."""
 
 
-def _index(plan: _Plan, convert) -> dict:
-    """Sparsity patterns per (step, parameter key), scales per step and the neuron outputs'
-    columns, as framework arrays."""
-    index = {(s.name, t.key): tuple(convert(i) for i in t.index)
-             for s in plan.steps for t in s.terms}
+def _index(plan: _Plan, convert, sparse: SparseMode) -> dict:
+    """Sparsity patterns per (step, parameter key) (`_Term.index` to gather, `_Term.edges()`
+    to scatter), scales per step and the neuron outputs' columns, as framework arrays."""
+    index = {(s.name, t.key): tuple(convert(i) for i in (
+        t.edges() if sparse == "masked" and t.kind != "dense" else t.index))
+        for s in plan.steps for t in s.terms}
     index.update({s.name: convert(s.scale) for s in plan.steps})
     if plan.output_columns is not None:
         index["outputs"] = convert(plan.output_columns)
     return index
 
 
-def to_torch(net: CompiledNet, w) -> Any:
+def to_torch(net: CompiledNet, w, sparse: SparseMode = "gather") -> Any:
     """A `torch.nn.Module` (float64) computing `net.forward(w, X)` as `module(X)`.
 
-    Its parameters are the pieces of `w` in layout order (named "SRC->DST", "bias->DST"), so
-    `torch.cat([p.grad.ravel() for p in module.parameters()])` after a backward pass of
-    `(C * module(X)).sum()` equals `net.vjp(w, X, C)`. Needs PyTorch (`dagc[torch]`).
+    Its parameters are the pieces of `w` in layout order (named "SRC->DST", "bias->DST" in
+    its ParameterDict `weights`), so `torch.cat([p.grad.ravel() for p in
+    module.parameters()])` after a backward pass of `(C * module(X)).sum()` equals
+    `net.vjp(w, X, C)`. `sparse` ("gather" or "masked") says how sparse and ragged
+    connections run (module docstring). Needs PyTorch (`dagc[torch]`).
     """
     torch = _import("torch", "torch")
+    sparse = _sparse_mode(sparse)
     plan = _plan(net)
     ops = _Ops(tanh=torch.tanh, sigmoid=torch.sigmoid,
                softplus=torch.nn.functional.softplus, erf=torch.erf, sin=torch.sin,
                maximum=lambda z, floor: torch.clamp(z, min=floor),
                segment_sum=lambda v, rows, size: v.new_zeros((v.shape[0], size))
                .index_add(1, rows, v),
+               scatter=lambda v, rows, cols, shape: v.new_zeros(shape)
+               .index_put((rows, cols), v, accumulate=True),
                concatenate=lambda parts: torch.cat(parts, dim=1))
-    index = _index(plan, torch.from_numpy)
+    index = _index(plan, torch.from_numpy, sparse)
 
     class DagcModule(torch.nn.Module):
         """The network `net.name` with trainable float64 weights."""
@@ -195,18 +243,20 @@ def to_torch(net: CompiledNet, w) -> Any:
                  for key, piece in _pieces(net, w).items()])
 
         def forward(self, X):
-            return _evaluate(plan, self.weights, X, ops, index)
+            return _evaluate(plan, self.weights, X, ops, index, sparse)
 
     module = DagcModule()
     module.input_names, module.output_names = net.input_names, net.output_names
     return module
 
 
-def to_jax(net: CompiledNet, w) -> tuple[Any, dict]:
+def to_jax(net: CompiledNet, w, sparse: SparseMode = "gather") -> tuple[Any, dict]:
     """`(f, params)` with `f(params, X)` equal to `net.forward(w, X)`; `params` maps
     "SRC->DST" and "bias->DST" to the pieces of `w` (JAX arrays, float64: x64 is enabled).
-    Needs JAX (`dagc[jax]`)."""
+    `sparse` ("gather" or "masked") says how sparse and ragged connections run (module
+    docstring). Needs JAX (`dagc[jax]`)."""
     jax = _import("jax", "jax")
+    sparse = _sparse_mode(sparse)
     jax.config.update("jax_enable_x64", True)  # float64, as the compiled network
     jnp, special = _import("jax.numpy", "jax"), _import("jax.scipy.special", "jax")
     plan = _plan(net)
@@ -214,11 +264,13 @@ def to_jax(net: CompiledNet, w) -> tuple[Any, dict]:
                erf=special.erf, sin=jnp.sin, maximum=jnp.maximum,
                segment_sum=lambda v, rows, size: jnp.zeros((v.shape[0], size), v.dtype)
                .at[:, rows].add(v),
+               scatter=lambda v, rows, cols, shape: jnp.zeros(shape, v.dtype)
+               .at[rows, cols].add(v),
                concatenate=lambda parts: jnp.concatenate(parts, axis=1))
-    index = _index(plan, jnp.asarray)
+    index = _index(plan, jnp.asarray, sparse)
 
     def f(params: dict, X):
-        return _evaluate(plan, params, jnp.asarray(X), ops, index)
+        return _evaluate(plan, params, jnp.asarray(X), ops, index, sparse)
 
     return f, {key: jnp.asarray(piece) for key, piece in _pieces(net, w).items()}
 

@@ -72,14 +72,15 @@ def test_torch_module_follows_output_scale():
                  1e-12, what="forward")
 
 
-def test_neuron_graph_exports_through_its_edges():
+@pytest.mark.parametrize("sparse", export.SPARSE_MODES)
+def test_neuron_graph_exports_through_its_edges(sparse):
     import networkx as nx
 
     graph = nx.DiGraph([("a", "h"), ("b", "h"), ("a", "g"), ("h", "y"), ("g", "y"), ("b", "y")])
     graph.nodes["g"]["act"] = "relu"
     net = dagc.compile(graph, jit=False)
     w, X, C = _point(net, rows=4)
-    module = net.to_torch(w)
+    module = export.to_torch(net, w, sparse=sparse)
     F = module(torch.from_numpy(X))
     assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
     (torch.from_numpy(C) * F).sum().backward()
@@ -87,7 +88,8 @@ def test_neuron_graph_exports_through_its_edges():
     assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
 
 
-def test_a_neuron_level_network_exports_through_its_edge_view():
+@pytest.mark.parametrize("sparse", export.SPARSE_MODES)
+def test_a_neuron_level_network_exports_through_its_edge_view(sparse):
     """A network on the neuron path (`dagc.ir.neurons`: runs of one layer and activation over
     one CSR) against the shared neuron kernels, run as plain Python."""
     from types import SimpleNamespace
@@ -107,7 +109,7 @@ def test_a_neuron_level_network_exports_through_its_edge_view():
     rng = np.random.default_rng(4)
     w, X = rng.standard_normal(ir.n_params), rng.standard_normal((3, ir.n_in))
     C = rng.standard_normal((3, ir.n_out))
-    torch_net = export.to_torch(net, w)
+    torch_net = export.to_torch(net, w, sparse=sparse)
     F = torch_net(torch.from_numpy(X))
     assert_close(F.detach().numpy(), module.forward(w, X, *ir.kernel_args), 1e-12,
                  what="forward")
@@ -115,3 +117,59 @@ def test_a_neuron_level_network_exports_through_its_edge_view():
     grad = np.zeros((1, ir.n_params))
     module.backward(w, X, C, False, False, grad, np.empty((3, ir.n_out)), *ir.kernel_args)
     assert_close(torch_net.weights["neurons->neurons"].grad.numpy(), grad[0], 1e-12, what="vjp")
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_masked_torch_module_equals_forward_and_vjp(name):
+    """sparse="masked" (weights scattered into dense matrices) is the same function."""
+    net = compiled(name, 8, jit=False)
+    w, X, C = _point(net)
+    module = export.to_torch(net, w, sparse="masked")
+    F = module(torch.from_numpy(X))
+    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
+    (torch.from_numpy(C) * F).sum().backward()
+    grad = torch.cat([p.grad.ravel() for p in module.parameters()]).numpy()
+    assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
+
+
+@pytest.mark.parametrize("sparse", export.SPARSE_MODES)
+def test_jax_function_of_split_weights_equals_vjp(sparse):
+    """`f(split_weights(net, w), X)` is differentiable in the flat w, in both sparse modes."""
+    jax = pytest.importorskip("jax")
+    net = compiled("randdag", 8, jit=False)
+    w, X, C = _point(net)
+    f, _ = export.to_jax(net, w, sparse=sparse)
+    F, pullback = jax.vjp(lambda u: f(export.split_weights(net, u), X), jax.numpy.asarray(w))
+    assert_close(np.asarray(F), net.forward(w, X), 1e-12, what="forward")
+    assert_close(np.asarray(pullback(C)[0]), net.vjp(w, X, C), 1e-12, what="vjp")
+
+
+def test_split_weights_are_the_layout_pieces_of_flat_w():
+    net = compiled("kitchen_sink", 8, jit=False)
+    w = net.init(0)
+    pieces = export.split_weights(net, w)
+    assert list(pieces) == list(net.to_torch(w).weights)
+    assert np.array_equal(np.concatenate([p.ravel() for p in pieces.values()]), w)
+    assert np.shares_memory(pieces["x->h1"], w)  # views: no copy of the weights
+
+
+def test_torch_functional_call_on_split_weights_equals_vjp():
+    """The module as a function of the flat w (what a torch.func user writes)."""
+    net = compiled("kitchen_sink", 8, jit=False)
+    w, X, C = _point(net)
+    module = net.to_torch(np.zeros_like(w))  # its own weights are replaced: zeros show that
+
+    def apply(u):
+        params = {f"weights.{key}": p for key, p in export.split_weights(net, u).items()}
+        return torch.func.functional_call(module, params, (torch.from_numpy(X),))
+
+    F, pullback = torch.func.vjp(apply, torch.from_numpy(w))
+    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
+    assert_close(pullback(torch.from_numpy(C))[0].numpy(), net.vjp(w, X, C), 1e-12,
+                 what="vjp")
+
+
+def test_export_refuses_an_unknown_sparse_mode():
+    net = compiled("tiny", 4, jit=False)
+    with pytest.raises(dagc.DagcError, match="sparse: expected one of gather, masked"):
+        export.to_torch(net, net.init(0), sparse="dense")
