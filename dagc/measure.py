@@ -26,6 +26,7 @@ from .metrics import METRICS, Metric, measure, options_for
 from .metrics.curvature import (
     BallAscent,
     ball_ascent,
+    ball_radius,
     dense_hessian,
     eigenvalue_gradient,
     hessian_norm,
@@ -57,7 +58,8 @@ from .metrics.training import TrainResult, ntk_matrix, train
 __all__ = [
     "METRICS", "Metric", "Options", "HESSIAN_METHODS", "measure", "options_for",
     "hessian_norm", "hessian_norms", "dense_hessian", "lanczos_norms",
-    "ball_ascent", "BallAscent", "top_curvature", "eigenvalue_gradient", "project_to_ball",
+    "ball_ascent", "ball_radius", "BallAscent", "top_curvature", "eigenvalue_gradient",
+    "project_to_ball",
     "hidden_blocks", "hidden_hessian_norms", "preactivation_norms",
     "output_preactivation_norms", "hessian_eigs", "hessian_trace", "hessian_density",
     "smoothed_density", "parameter_indices", "loss_hessian_norms",

@@ -14,7 +14,7 @@ import sys
 from .. import metrics
 from ..errors import DagcError
 from ..experiments import local, report, spectra_figure, store, sweep
-from ..metrics.options import TARGETS
+from ..metrics.options import TARGETS, TRAVEL
 
 DEFAULT_DB = "dagc-results.sqlite"
 DEFAULT_REPORT_DIR = "report"
@@ -43,7 +43,8 @@ def add_commands(commands) -> None:
                         f"(default: {_csv(DEFAULT_METRICS)})")
     p.add_argument("--inputs", metavar="N", help=_option_help("inputs"))
     p.add_argument("--radius", metavar="R,R,...", help=_option_help(
-        "radius", "several sweep every radius, e.g. 0.5,1,3.5; each is its own option set"))
+        "radius", f"several sweep every radius, e.g. 0.5,1,{TRAVEL}; each is its own option "
+                  "set"))
     p.add_argument("--ball-points", metavar="N", help=_option_help("ball_points"))
     p.add_argument("--ascent-steps", metavar="N", help=_option_help("ascent_steps"))
     p.add_argument("--hidden-neurons", metavar="N", help=_option_help("hidden_neurons"))
@@ -258,16 +259,29 @@ def _training_overrides(args) -> dict:
 SWEPT_OPTIONS = ("lr_factor", "radius")
 
 
-def _swept_options(args) -> dict[str, list[float]]:
+def _swept_options(args) -> dict[str, list[float | str]]:
     """{option: its values} for each of SWEPT_OPTIONS given on the command line (--radius
-    0.5,1,3.5); the others keep their default."""
+    0.5,1,travel); the others keep their default."""
     swept = {}
     for name in SWEPT_OPTIONS:
         text = getattr(args, name)
         if text is not None:
             option = "--" + name.replace("_", "-")
-            swept[name] = [_positive_float(item, option) for item in _items(text, option)]
+            parse = _radius if name == "radius" else _positive_float
+            swept[name] = [parse(item, option) for item in _items(text, option)]
     return swept
+
+
+def _radius(text: str, option: str) -> float | str:
+    """A positive number, or the word travel (docs/metrics.md, hessian_ball)."""
+    if text == TRAVEL:
+        return text
+    try:
+        float(text)
+    except ValueError:
+        raise DagcError(f"{option}: expected a positive number or {TRAVEL!r}, got "
+                        f"{text!r}") from None
+    return _positive_float(text, option)
 
 
 def _sets(option_sets: list[dict]) -> str:

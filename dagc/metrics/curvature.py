@@ -19,6 +19,7 @@ from ..linalg.spectrum import Matvec, top_eigenpairs
 from ..runtime import CompiledNet, FactoredHessian
 from .inputs import generator, sweep_inputs, unit_vector
 from .options import (
+    TRAVEL,
     Options,
     check_int,
     check_matrix,
@@ -31,7 +32,7 @@ from .options import (
 from .registry import Metric, register
 
 __all__ = ["hessian_norm", "hessian_norms", "dense_hessian", "hessian_operator", "top_curvature",
-           "eigenvalue_gradient", "project_to_ball", "BallAscent", "ball_ascent",
+           "eigenvalue_gradient", "project_to_ball", "BallAscent", "ball_ascent", "ball_radius",
            "hidden_blocks", "hidden_hessian_norms", "preactivation_norms"]
 
 # Below this many parameters a dense eigendecomposition is cheaper than a Krylov method (and
@@ -202,12 +203,13 @@ def ball_ascent(net: CompiledNet, w0: np.ndarray, x: np.ndarray, output: int = 0
     when |lambda_top| grows, else eta halves. eta starts at R / 2; ``steps`` trial steps per
     start. So the result is never below any start's value, |lambda_top(H(w0))| included, and
     every point where |lambda_top| is evaluated lies in the ball (the central differences
-    reach THIRD_DERIVATIVE_STEP beyond it).
+    reach THIRD_DERIVATIVE_STEP beyond it). R = 0 (training that does not move, for R =
+    travel) gives back |lambda_top(H(w0))|.
     """
     w0 = check_vector(w0, "w0", net.n_params)
     x = check_vector(x, "x", net.n_in)
     check_int(steps, "steps", minimum=0)
-    radius = check_number(radius, "radius", 0.0, strict=True)
+    radius = check_number(radius, "radius", 0.0, strict=False)
     tol = max(check_tol(tol, "tol"), 10 * np.finfo(np.float64).eps)
     v0 = generator(seed, "lanczos").standard_normal(net.n_params)
     lam, v = top_curvature(net, w0, x, output, tol, v0)
@@ -305,6 +307,18 @@ def output_preactivation_norms(net: CompiledNet, w: np.ndarray, X: np.ndarray,
 # The metrics
 
 
+def ball_radius(net: CompiledNet, seed: int, options: Options) -> float:
+    """The radius R of a cell: ``options.radius``, or for ``"travel"`` the distance gradient
+    descent travels from w0 = net.init(seed) under the cell's training options
+    (`dagc.metrics.training.travel_distance`, ntk_change's weight_change)."""
+    if options.radius == TRAVEL:
+        # Imported here: importing the training family at the top would register its
+        # metrics before this family's, and the registry's order is the docs' and the CLI's.
+        from .training import travel_distance
+        return travel_distance(net, seed, options)
+    return options.radius
+
+
 def _measure_hessian(net: CompiledNet, seed: int, options: Options) -> dict[str, float]:
     norms = hessian_norms(net, net.init(seed), sweep_inputs(net, seed, options.inputs),
                           tol=options.tol, method=options.hessian_method, seed=seed)
@@ -314,19 +328,20 @@ def _measure_hessian(net: CompiledNet, seed: int, options: Options) -> dict[str,
 def _measure_hessian_ball(net: CompiledNet, seed: int, options: Options) -> dict[str, float]:
     w0 = net.init(seed)
     X = sweep_inputs(net, seed, options.inputs)
+    radius = ball_radius(net, seed, options)
     rng = generator(seed, "ball")
-    random = np.array([hessian_norms(net, w0 + options.radius * unit_vector(rng, net.n_params),
+    random = np.array([hessian_norms(net, w0 + radius * unit_vector(rng, net.n_params),
                                      X, tol=options.tol, method=options.hessian_method,
                                      seed=seed)
                        for _ in range(options.ball_points)])
-    ascents = [ball_ascent(net, w0, x, o, options.radius, options.ascent_steps, options.tol,
-                           seed) for x in X for o in range(net.n_out)]
+    ascents = [ball_ascent(net, w0, x, o, radius, options.ascent_steps, options.tol, seed)
+               for x in X for o in range(net.n_out)]
     found = np.array([a.value for a in ascents])
     best, random_max = max(float(found.max()), float(random.max())), float(random.max())
     return {"value": best, "ascent_mean": float(found.mean()),
             "at_w0": float(np.mean([a.at_center for a in ascents])),
             "gain": best / random_max if random_max > 0 else 1.0, "max": random_max,
-            "mean": float(random.mean()), "radius": options.radius}
+            "mean": float(random.mean()), "radius": radius}
 
 
 def _measure_hessian_hidden(net: CompiledNet, seed: int, options: Options) -> dict[str, float]:
@@ -383,7 +398,8 @@ register(Metric(
                     "are 0)",
             "max": "max over random points, inputs and outputs",
             "mean": "mean over random points, inputs and outputs",
-            "radius": "R"},
+            "radius": "R, the number: the radius option, or for travel the distance "
+                      "ntk_change's training travels (its weight_change)"},
 ))
 
 _PREACT_SLOPE = ("Theorem 3.8 of Zhu, Liu, Belkin (2022): the Hessian of a neuron's "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime import CompiledNet
-from .curvature import top_curvature
+from .curvature import ball_radius, top_curvature
 from .inputs import generator, sweep_inputs, unit_vector
 from .options import Options, check_int, check_matrix, check_number, check_vector
 from .registry import Metric, register
@@ -102,17 +102,18 @@ def _measure_gradient(net: CompiledNet, seed: int, options: Options) -> dict[str
 
 def _measure_linearization(net: CompiledNet, seed: int, options: Options) -> dict[str, float]:
     w, X = net.init(seed), sweep_inputs(net, seed, options.inputs)
-    errors = linearization_errors(net, w, X, options.radius, options.directions,
+    radius = ball_radius(net, seed, options)
+    errors = linearization_errors(net, w, X, radius, options.directions,
                                   generator(seed, "directions"))
-    along_gradient = gradient_direction_errors(net, w, X, options.radius)
-    along_top = top_eigenvector_errors(net, w, X, options.radius, options.tol, seed)
+    along_gradient = gradient_direction_errors(net, w, X, radius)
+    along_top = top_eigenvector_errors(net, w, X, radius, options.tol, seed)
     # The headline is the worst probed direction per input (the paper bounds the sup over the
     # ball): the top eigenvector, at second order; random directions see only the average
     # curvature and the gradient direction cancelling terms, and decay much faster.
     worst = np.maximum(np.maximum(errors.max(axis=0), along_gradient), along_top)
     return {"value": float(worst.mean()), "random_mean": float(errors.mean()),
             "random_max": float(errors.max()), "gradient_direction": float(along_gradient.mean()),
-            "top_eigenvector": float(along_top.mean())}
+            "top_eigenvector": float(along_top.mean()), "radius": radius}
 
 
 register(Metric(
@@ -150,5 +151,6 @@ register(Metric(
             "random_mean": "mean error over random directions, inputs and outputs",
             "random_max": "max error over random directions, inputs and outputs",
             "gradient_direction": "mean error along the gradient direction",
-            "top_eigenvector": "mean error along the top eigenvector (the worse sense of +-)"},
+            "top_eigenvector": "mean error along the top eigenvector (the worse sense of +-)",
+            "radius": "R, the number (as hessian_ball's)"},
 ))

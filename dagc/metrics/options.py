@@ -15,12 +15,15 @@ import numpy as np
 from ..arguments import check_int, check_seed
 from ..errors import DagcError
 
-__all__ = ["Options", "HESSIAN_METHODS", "TARGETS", "option_help", "check_int", "check_number",
-           "check_tol", "check_method", "check_seed", "check_vector", "check_matrix",
-           "check_finite"]
+__all__ = ["Options", "HESSIAN_METHODS", "TARGETS", "TRAVEL", "option_help", "check_int",
+           "check_number", "check_radius", "check_tol", "check_method", "check_seed",
+           "check_vector", "check_matrix", "check_finite"]
 
 HESSIAN_METHODS = ("lanczos", "arpack")
 TARGETS = ("teacher", "signs")
+# The radius that stands for the distance gradient descent travels from w0 under the cell's
+# training options (`dagc.metrics.curvature.ball_radius` turns it into a number per cell).
+TRAVEL = "travel"
 
 
 def _option(default: Any, text: str) -> Any:
@@ -35,8 +38,12 @@ class Options:
 
     inputs: int = _option(4, "inputs x per measurement, uniform on the sphere of radius "
                              "sqrt(n_in)")
-    radius: float = _option(1.0, "R: the radius of the ball around w0 (hessian_ball) and the "
-                                 "step length along each direction (linearization)")
+    radius: float | str = _option(1.0, "R: the radius of the ball around w0 (hessian_ball) "
+                                       "and the step length along each direction "
+                                       f"(linearization); {TRAVEL!r}: the distance gradient "
+                                       "descent travels from w0 under the training options "
+                                       "(ntk_change's ||w_T - w0||; they then join the "
+                                       "cell's options key)")
     ball_points: int = _option(4, "random points w0 + R u, ||u|| = 1, of hessian_ball")
     directions: int = _option(4, "random unit directions u of linearization")
     ascent_steps: int = _option(8, "trial steps of hessian_ball's projected ascent from each "
@@ -72,8 +79,9 @@ class Options:
             check_int(getattr(self, name), f"options.{name}", minimum=1)
         for name in ("train_size", "max_steps", "batch_size", "ascent_steps"):
             check_int(getattr(self, name), f"options.{name}", minimum=0)
+        object.__setattr__(self, "radius", check_radius(self.radius, "options.radius"))
         # Store floats as floats, so Options(radius=1) and Options(radius=1.0) serialize alike.
-        for name, low, strict in (("radius", 0.0, True), ("loss_drop", 1.0, True),
+        for name, low, strict in (("loss_drop", 1.0, True),
                                   ("tol", 0.0, False), ("lr_factor", 0.0, True),
                                   ("lr", 0.0, False)):
             value = check_number(getattr(self, name), f"options.{name}", low, strict)
@@ -106,6 +114,16 @@ def check_number(value: Any, name: str, low: float, strict: bool) -> float:
         relation = ">" if strict else ">="
         raise DagcError(f"{name}: expected a finite number {relation} {low:g}, got {value!r}")
     return value
+
+
+def check_radius(value: Any, name: str) -> float | str:
+    """``value`` as a float > 0, or `TRAVEL` itself; any other value is a `DagcError` naming
+    ``name``."""
+    if isinstance(value, str):
+        if value != TRAVEL:
+            raise DagcError(f"{name}: expected a number > 0 or {TRAVEL!r}, got {value!r}")
+        return value
+    return check_number(value, name, 0.0, strict=True)
 
 
 def check_tol(value: Any, name: str) -> float:

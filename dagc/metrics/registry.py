@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import DagcError
 from ..runtime import CompiledNet
-from .options import Options, check_seed
+from .options import TRAVEL, Options, check_seed
 
 __all__ = ["Metric", "METRICS", "register", "lookup", "measure", "options_for", "readers"]
 
@@ -84,6 +84,9 @@ def options_for(name: str, options: Options | dict[str, Any]) -> dict[str, Any]:
     identifies a cell's measurement (an option it does not read never splits its cells)."""
     values = dataclasses.asdict(options) if isinstance(options, Options) else options
     reads = lookup(name).reads
+    if "radius" in reads and values.get("radius") == TRAVEL:
+        # R = travel is the distance ntk_change's training travels: its options decide R.
+        reads += lookup("ntk_change").reads
     return {key: value for key, value in values.items() if key in reads}
 
 

@@ -23,7 +23,7 @@ from .options import Options, check_finite, check_int, check_matrix, check_numbe
 from .registry import Metric, register
 
 __all__ = ["ntk_matrix", "train", "TrainResult", "step_size", "critical_step", "regime",
-           "REGIMES", "KernelPath", "LinearizedModel", "sampled_step"]
+           "REGIMES", "KernelPath", "LinearizedModel", "sampled_step", "travel_distance"]
 
 # A loss above this multiple of its start is divergence: training stops there, while the
 # weights are still finite, so the cell still reports where it went.
@@ -299,10 +299,21 @@ def _training_fields(options: Options, result: TrainResult, w0: np.ndarray, n: i
 
 
 def _run(net: CompiledNet, seed: int, options: Options, w0: np.ndarray, X: np.ndarray,
-         Y: np.ndarray, eta: float, hook: StepHook) -> TrainResult:
+         Y: np.ndarray, eta: float, hook: StepHook | None) -> TrainResult:
     rng = generator(seed, "sgd_batches") if options.batch_size else None
     return train(net, w0, X, Y, options.loss_drop, options.max_steps, eta=eta,
                  batch_size=options.batch_size, rng=rng, on_step=hook)
+
+
+def travel_distance(net: CompiledNet, seed: int, options: Options) -> float:
+    """||w_T - w_0||: how far ntk_change's training under ``options`` moves the weights from
+    w_0 = net.init(seed) (its field weight_change, bit for bit, without the kernels along the
+    path); the radius ``travel`` of hessian_ball and linearization."""
+    w0 = net.init(seed)
+    X, Y = regression_set(net, seed, _train_size(net, options), options.targets)
+    K0 = ntk_matrix(net, w0, X)
+    result = _run(net, seed, options, w0, X, Y, step_size(net, options, K0, len(X)), None)
+    return float(np.linalg.norm(result.w - w0))
 
 
 def _measure_ntk_change(net: CompiledNet, seed: int, options: Options) -> dict:
