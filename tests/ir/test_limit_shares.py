@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from dagc.errors import DagcError
-from dagc.frontend import spec
+from dagc.frontend import sources, spec
 from dagc.ir import graph
-from dagc.ir.limits import limit_shares
+from dagc.ir.limits import limit_shares, neuron_limit, random_dag_layer_shares
+from dagc.ir.neurons import CODES, INPUT
 
 
 def _shares(text_or_name, tmp_path=None, width=8):
@@ -115,3 +116,55 @@ blocks:
 """
     with pytest.raises(DagcError, match="output_scale 1"):
         _shares(text, tmp_path)
+
+
+def _generator(tmp_path, inputs):
+    path = tmp_path / "gen.yaml"
+    path.write_text(f"name: gen\nwidth: 8\ngraph: {{generator: random_dag, inputs: {inputs}, "
+                    "layers: 3, size: width, fan_in: width/2, outputs: 2, act: tanh}\n")
+    return spec.load(str(path))
+
+
+def test_random_dag_layer_shares_by_size(tmp_path):
+    fixed = _generator(tmp_path, 4)  # inputs that do not grow count in layer 1 only
+    fixed_inputs = random_dag_layer_shares(fixed, fixed.graph)
+    np.testing.assert_array_equal(fixed_inputs, [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0],
+                                                 [0, 0.5, 0.5, 0], [0, 1 / 3, 1 / 3, 1 / 3]])
+    growing = _generator(tmp_path, "width/2")  # inputs count once they grow: width/2 : width
+    shares = random_dag_layer_shares(growing, growing.graph)
+    np.testing.assert_allclose(shares[1:], [[1, 0, 0, 0], [1 / 3, 2 / 3, 0, 0],
+                                            [0.2, 0.4, 0.4, 0], [1 / 7, 2 / 7, 2 / 7, 2 / 7]],
+                               rtol=1e-15)
+
+
+def test_grouped_generator_shares_are_rows_of_the_layer_matrix(tmp_path):
+    growing = _generator(tmp_path, "width/2")
+    ir = graph.build(growing, 16)
+    matrix = random_dag_layer_shares(growing, growing.graph)
+    computed = [b for b in ir.blocks if not b.is_input]
+    layer_of = {b.name: b.layer for b in ir.blocks}
+    for block, row in zip(computed, limit_shares(ir), strict=True):
+        sources = [layer_of[c.src] for c in ir.incoming(block.name)]
+        np.testing.assert_array_equal(row, matrix[block.layer, sources])
+
+
+def test_neuron_limit_refuses_graphs_without_width(tmp_path):
+    import networkx as nx
+
+    edges = tmp_path / "g.edgelist"
+    edges.write_text("a c\nb c\nc d\n")
+    path = tmp_path / "fixed.yaml"
+    path.write_text(f"name: fixed\ngraph: {edges}\n")
+    with pytest.raises(DagcError, match="fixed.yaml: a fixed neuron graph .* no infinite"):
+        neuron_limit(graph.build_neurons(spec.load(str(path))))
+    direct = sources.to_spec(nx.DiGraph([("a", "c"), ("b", "c")]))
+    with pytest.raises(DagcError, match="a fixed neuron graph .* no infinite-width limit"):
+        neuron_limit(graph.build_neurons(direct))
+
+
+def test_neuron_limit_gives_each_layers_activation(tmp_path):
+    generator = _generator(tmp_path, 4)
+    shares, codes = neuron_limit(graph.build_neurons(generator, 8))
+    assert shares.shape == (5, 4)
+    assert codes.tolist() == [INPUT, CODES["tanh"], CODES["tanh"], CODES["tanh"],
+                              CODES["identity"]]
