@@ -8,6 +8,7 @@ error line is cut to MAX_MESSAGE characters (docs/guarantees.md).
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import time
@@ -91,7 +92,11 @@ def _arch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args) -> None:
-    ir = graph.build(spec.load(args.arch), args.width, args.graph_seed)
+    architecture = spec.load(args.arch)
+    if graph.uses_neuron_path(architecture):  # never grouped: that is slow and meaningless
+        _inspect_neurons(graph.build_neurons(architecture, args.width, args.graph_seed))
+        return
+    ir = graph.build(architecture, args.width, args.graph_seed)
     rows = [("block", "size", "act", "layer", "in-degree", "from")]
     for b in ir.blocks:
         degree = "" if b.is_input else _degree_text(b.in_degree)
@@ -100,15 +105,49 @@ def _inspect(args) -> None:
         sources += (", bias" if b.bias else "") + "".join(f" + {a}" for a in b.add)
         act = "input" if b.is_input else b.act + (" (output)" if b.is_output else "")
         rows.append((b.name, str(b.size), act, str(b.layer), degree, sources))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"{ir.name} ({printable(ir.spec.path)}), width = {ir.width}")
+    _print_table(rows)
+    print(f"width m = {ir.width_m}   depth L = {ir.depth}   parameters P = {ir.n_params:,}")
+    _print_bottlenecks_and_kinks(ir.bottlenecks, {b.act for b in ir.blocks if b.act})
+
+
+def _inspect_neurons(ir) -> None:
+    """A neuron-level graph (docs/design.md, "Neuron-level graphs"): one row per layer, and
+    the compiled form it takes, the shared module of its activation set."""
+    outputs_in = collections.Counter(ir.layer[ir.outputs].tolist())
+    rows = [("layer", "neurons", "activations", "in-degree", "outputs")]
+    for layer, count, acts, low, high in ir.layer_summary():
+        degree = "" if layer == 0 else (str(low) if low == high else f"{low}..{high}")
+        rows.append((str(layer), f"{count:,}", acts, degree, str(outputs_in.get(layer, ""))))
+    if len(rows) > 1 + 2 * SHOWN_LAYERS:
+        hidden = len(rows) - 1 - 2 * SHOWN_LAYERS
+        rows = [*rows[:1 + SHOWN_LAYERS], (f"({hidden:,} more layers)", "", "", "", ""),
+                *rows[-SHOWN_LAYERS:]]
+    width = "no width (a fixed graph)" if ir.width is None else f"width = {ir.width}"
+    print(f"{ir.name} ({printable(ir.spec.path)}), {width}, {ir.n_neurons:,} neurons")
+    _print_table(rows)
+    print(f"width m = {ir.width_m}   depth L = {ir.depth}   parameters P = {ir.n_params:,}"
+          f"   edges = {ir.n_params:,} (one parameter each)")
+    _print_bottlenecks_and_kinks(ir.bottlenecks, set(ir.acts))
+    print(f"runs on the shared neuron kernels of the activations {', '.join(ir.acts)}: the "
+          "graph is data, so one compiled module serves every graph with these activations")
+
+
+# Layers shown at each end of a neuron graph's table; the middle of a deeper one is elided.
+SHOWN_LAYERS = 20
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print(f"width m = {ir.width_m}   depth L = {ir.depth}   parameters P = {ir.n_params:,}")
-    shown = ", ".join(printable(name, 60) for name in ir.bottlenecks[:10]) + (
-        f" and {len(ir.bottlenecks) - 10} more" if len(ir.bottlenecks) > 10 else "")
+
+
+def _print_bottlenecks_and_kinks(bottlenecks: tuple[str, ...], acts: set[str]) -> None:
+    shown = ", ".join(printable(name, 60) for name in bottlenecks[:10]) + (
+        f" and {len(bottlenecks) - 10:,} more" if len(bottlenecks) > 10 else "")
     print(f"bottlenecks (in-degree = m): {shown or 'none (no neuron beyond layer 1)'}")
-    for name in sorted({b.act for b in ir.blocks if b.act and not ACTIVATIONS[b.act].smooth}):
+    for name in sorted(a for a in acts if not ACTIVATIONS[a].smooth):
         print(f"note: {name}'s second derivative is 0 almost everywhere; its Hessian misses "
               "the kinks")
 
