@@ -1,5 +1,7 @@
 """Largest |eigenvalue| of symmetric operators: batched Lanczos on many operators in lockstep,
-and scipy's ARPACK on one operator as an independent cross-check.
+scipy's ARPACK on one operator as an independent cross-check, and Lanczos on one operator
+that also returns the eigenvector (`lanczos_top_pair`, for a projected ascent's many
+warm-started solves).
 
 Why Lanczos and never power iteration: the spectrum of a network's Hessian comes in near +/-
 pairs, where power iteration stalls (its rate is |lambda_2 / lambda_1| ~ 1) while Lanczos
@@ -18,12 +20,14 @@ from typing import Protocol
 
 import numpy as np
 from numba import njit
+from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from ..errors import DagcError
 from .ritz import extreme_ritz_rows
 
-__all__ = ["BatchedOperator", "lanczos_norms", "arpack_norm", "MAX_STEPS"]
+__all__ = ["BatchedOperator", "lanczos_norms", "lanczos_top_pair", "LanczosBasis", "arpack_norm",
+           "MAX_STEPS"]
 
 # Lanczos steps before giving up; 35-60 suffice for tol=1e-6 on the bundled networks.
 MAX_STEPS = 1000
@@ -65,6 +69,81 @@ def lanczos_norms(operator: BatchedOperator, C0: np.ndarray, tol: float,
     Raises `DagcError` when a product of the operator is not finite: a norm is never computed
     from non-finite numbers.
     """
+    return _lanczos(operator, C0, tol, max_steps)[0]
+
+
+def lanczos_top_pair(matvec: Callable[[np.ndarray], np.ndarray], v0: np.ndarray, tol: float,
+                     max_steps: int = MAX_STEPS, basis: LanczosBasis | None = None
+                     ) -> tuple[float, np.ndarray, np.ndarray]:
+    """(lambda, v, warm): the eigenvalue of largest magnitude, with its sign, of the symmetric
+    operator ``matvec`` on R^n, its unit eigenvector, and v + u with u the unit Ritz vector of
+    the spectrum's other end: the start for a nearby operator, whose Krylov space then holds
+    both ends after two steps (a start near v alone still needs tens of steps to find the
+    other end, which the stopping rule waits for), by Lanczos from ``v0``.
+
+    `lanczos_norms` on this one operator (its recurrence and stopping rule: both ends
+    converged to ``tol``, so the other end of a +/- pair cannot still overtake), keeping the
+    Lanczos vectors (steps x n floats) for the Ritz vector. Where ARPACK builds and
+    re-orthogonalizes a 20-vector basis and post-processes it per call whatever its start,
+    this costs one operator call and one fused pass over a few vectors per step, and a start
+    near the answer (the eigenvector of a nearby operator) stops it in a few steps. Pass the
+    same ``basis`` to repeated calls to reuse its memory.
+    """
+    basis = LanczosBasis(len(v0)) if basis is None else basis
+    basis.clear()
+    _, alphas, betas = _lanczos(_OneOperator(matvec), v0[None, :], tol,
+                                min(max_steps, len(v0)),  # n steps span R^n: exact
+                                on_vectors=lambda q: basis.append(q[0]))
+    k = basis.count
+    if k == 0:
+        raise DagcError("lanczos_top_pair: the start vector is 0")
+    values, S = eigh_tridiagonal(alphas[0, :k], betas[0, :k - 1])  # k x k: tens of rows
+    end = 0 if abs(values[0]) > abs(values[-1]) else k - 1
+    v, u = (S[:, [end, k - 1 - end]].T @ basis.vectors[:k])
+    v /= np.linalg.norm(v)
+    return float(values[end]), v, v + u / np.linalg.norm(u)
+
+
+class LanczosBasis:
+    """The Lanczos vectors of a run of `lanczos_top_pair`, in rows of a block that grows and
+    is reused by later runs: memory touched for the first time costs a page fault per 4 KiB,
+    more than the copy of the vector itself, at every step of every run otherwise."""
+
+    def __init__(self, n: int):
+        self.vectors = np.empty((0, n))
+        self.count = 0
+
+    def clear(self) -> None:
+        self.count = 0
+
+    def append(self, q: np.ndarray) -> None:
+        if self.count == len(self.vectors):
+            grown = np.empty((max(16, 2 * self.count), self.vectors.shape[1]))
+            grown[:self.count] = self.vectors[:self.count]
+            self.vectors = grown
+        self.vectors[self.count] = q
+        self.count += 1
+
+
+class _OneOperator:
+    """A symmetric ``matvec`` on R^n as a one-row `BatchedOperator` (G = I)."""
+
+    def __init__(self, matvec: Callable[[np.ndarray], np.ndarray]):
+        self.matvec = matvec
+
+    def apply(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.matvec(C[0])[None, :], C
+
+    def select(self, keep: np.ndarray) -> _OneOperator:
+        return self
+
+
+def _lanczos(operator: BatchedOperator, C0: np.ndarray, tol: float, max_steps: int,
+             on_vectors: Callable[[np.ndarray], None] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`lanczos_norms`, also returning each row's tridiagonal (alphas, betas: (rows,
+    max_steps), filled as far as the row ran); ``on_vectors(Q)`` sees the unit Lanczos
+    vectors Q (active rows, r) of every step."""
     norms = np.zeros(len(C0))
     active = np.arange(len(C0))  # the original rows still in the batch
     alphas = np.zeros((len(C0), max_steps))  # row i's tridiagonal, filled in lockstep
@@ -84,10 +163,12 @@ def lanczos_norms(operator: BatchedOperator, C0: np.ndarray, tol: float,
             v, Hv, Gv, c, q_prev, spare, beta = (
                 x[keep] for x in (v, Hv, Gv, c, q_prev, spare, beta))
         if not len(active):
-            return norms
+            return norms, alphas, betas
         # v stays intact: the operator may return it as G v (G = I)
         alpha = _three_term(v, Hv, Gv, c, q_prev, beta, q=spare)
         q, r, spare = spare, q_prev, v
+        if on_vectors is not None:
+            on_vectors(q)
         Hr, Gr = operator.apply(r)
         beta = _row_lengths(r, Gr)
         _check_finite(alpha, beta)
@@ -102,8 +183,8 @@ def lanczos_norms(operator: BatchedOperator, C0: np.ndarray, tol: float,
         q_prev, v, Hv, Gv, c = q, r, Hr, Gr, beta
     if keep.any():
         warnings.warn(f"hessian_norm: Lanczos did not reach tol={tol:g} in {max_steps} steps; "
-                      "using the largest Ritz value", RuntimeWarning, stacklevel=3)
-    return norms
+                      "using the largest Ritz value", RuntimeWarning, stacklevel=4)
+    return norms, alphas, betas
 
 
 def _check_finite(*arrays: np.ndarray) -> None:

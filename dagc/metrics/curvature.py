@@ -9,13 +9,14 @@ uniformly over a ball of fixed radius around w0, while the gradient stays O(1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import DagcError
-from ..linalg.lanczos import arpack_norm, lanczos_norms
-from ..linalg.spectrum import Matvec, top_eigenpairs
+from ..linalg.lanczos import LanczosBasis, arpack_norm, lanczos_norms, lanczos_top_pair
+from ..linalg.spectrum import Matvec
 from ..runtime import CompiledNet, FactoredHessian
 from .inputs import generator, sweep_inputs, unit_vector
 from .options import (
@@ -134,6 +135,13 @@ THIRD_DERIVATIVE_STEP = 1e-5
 # The ascent's first step length, as a fraction of R; halved after every rejected step.
 _FIRST_STEP = 0.5
 
+# Relative tolerance of the eigenpairs the ascent compares and follows (its trial points and
+# starts; never looser than the caller's tol). Each start's end point is evaluated again at
+# the caller's tol, and only those values are reported: a looser inner tolerance only
+# decides near-ties between trial steps, well inside the ascent's own step-halving
+# granularity, and makes each trial's Lanczos run several times shorter.
+ASCENT_TOL = 1e-3
+
 
 def hessian_operator(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int = 0,
                      indices: np.ndarray | None = None) -> tuple[Matvec, int]:
@@ -157,9 +165,20 @@ def hessian_operator(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int
 def top_curvature(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int, tol: float,
                   v0: np.ndarray) -> tuple[float, np.ndarray]:
     """(lambda, v): the Hessian's eigenvalue of largest magnitude, with its sign, and its unit
-    eigenvector, at (w, x) for output ``output`` (ARPACK on HVPs, from the start ``v0``)."""
-    values, vectors = top_eigenpairs(*hessian_operator(net, w, x, output), 1, v0, tol)
-    return float(values[0]), vectors[:, 0]
+    eigenvector, at (w, x) for output ``output`` (`dagc.linalg.lanczos.lanczos_top_pair` on
+    HVPs from the start ``v0``; ``tol`` as in `hessian_norms`)."""
+    return _top_curvature(net, w, x, output, tol, v0, None)[:2]
+
+
+def _top_curvature(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int, tol: float,
+                   v0: np.ndarray, basis: LanczosBasis | None
+                   ) -> tuple[float, np.ndarray, np.ndarray]:
+    """`top_curvature` and the warm start for a nearby point (`lanczos_top_pair`)."""
+    w = check_vector(w, "w", net.n_params)
+    x = check_vector(x, "x", net.n_in)
+    out = np.empty(net.n_params)  # Lanczos reads each product before asking for the next
+    return lanczos_top_pair(lambda v: net.hvp(w, x, v, output, out=out), v0, tol,
+                            basis=basis)
 
 
 def eigenvalue_gradient(net: CompiledNet, w: np.ndarray, x: np.ndarray, output: int,
@@ -211,39 +230,52 @@ def ball_ascent(net: CompiledNet, w0: np.ndarray, x: np.ndarray, output: int = 0
     check_int(steps, "steps", minimum=0)
     radius = check_number(radius, "radius", 0.0, strict=False)
     tol = max(check_tol(tol, "tol"), 10 * np.finfo(np.float64).eps)
-    v0 = generator(seed, "lanczos").standard_normal(net.n_params)
-    lam, v = top_curvature(net, w0, x, output, tol, v0)
+    basis = LanczosBasis(net.n_params)  # shared by the ascent's many eigenpair runs
+
+    def top(w: np.ndarray, tol: float, v0: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        return _top_curvature(net, w, x, output, tol, v0, basis)
+
+    def ascent(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return eigenvalue_gradient(net, w, x, output, v)
+
+    lam, v, warm = top(w0, tol, generator(seed, "lanczos").standard_normal(net.n_params))
     g = net.jacobian(w0, x[None, :])[0, output]
     g_norm = float(np.linalg.norm(g))
     directions = [v, -v] + ([g / g_norm, -g / g_norm] if g_norm > 0 else [])
-    best = _ascend(net, w0, w0, (lam, v), x, output, radius, steps, tol)
-    for u in directions:
-        start = project_to_ball(w0 + radius * u, w0, radius)
-        found = _ascend(net, w0, start, top_curvature(net, start, x, output, tol, v), x,
-                        output, radius, steps, tol)
-        best = max(best, found, key=lambda result: result[0])
+    inner = max(tol, ASCENT_TOL)
+    starts = [(w0, (lam, v, warm))] + [
+        (start, top(start, inner, warm))
+        for start in (project_to_ball(w0 + radius * u, w0, radius) for u in directions)]
+    best = (abs(lam), w0)
+    for start, pair in starts:
+        end, end_warm = _ascend(lambda w, v0: top(w, inner, v0), ascent, w0, start, pair,
+                                radius, steps)
+        found = abs(top(end, tol, end_warm)[0])
+        best = max(best, (found, end), key=lambda result: result[0])
     return BallAscent(best[0], best[1], abs(lam))
 
 
-def _ascend(net: CompiledNet, w0: np.ndarray, w: np.ndarray, pair: tuple[float, np.ndarray],
-            x: np.ndarray, output: int, radius: float, steps: int, tol: float
-            ) -> tuple[float, np.ndarray]:
-    """`ball_ascent` from one start w, whose top eigenpair is ``pair``: (the best
-    |lambda_top| found, where)."""
-    lam, v = pair
+def _ascend(top: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray]],
+            ascent: Callable[[np.ndarray, np.ndarray], np.ndarray], w0: np.ndarray,
+            w: np.ndarray, pair: tuple[float, np.ndarray, np.ndarray], radius: float,
+            steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """`ball_ascent` from one start w, whose top eigenpair and warm start are ``pair``;
+    ``top(w, v0)``: the same at w from the start v0, ``ascent(w, v)``: the gradient of the
+    eigenvalue. Returns the point of the largest |lambda_top| found and its warm start."""
+    lam, v, warm = pair
     eta = _FIRST_STEP * radius
     for _ in range(steps):
-        ascent = np.sign(lam) * eigenvalue_gradient(net, w, x, output, v)
-        length = float(np.linalg.norm(ascent))
+        direction = np.sign(lam) * ascent(w, v)
+        length = float(np.linalg.norm(direction))
         if not length > 0:
             break
-        trial = project_to_ball(w + (eta / length) * ascent, w0, radius)
-        trial_lam, trial_v = top_curvature(net, trial, x, output, tol, v)
+        trial = project_to_ball(w + (eta / length) * direction, w0, radius)
+        trial_lam, trial_v, trial_warm = top(trial, warm)
         if abs(trial_lam) > abs(lam):
-            w, lam, v = trial, trial_lam, trial_v
+            w, lam, v, warm = trial, trial_lam, trial_v, trial_warm
         else:
             eta /= 2
-    return abs(lam), w
+    return w, warm
 
 
 # --------------------------------------------------------------------------------------------
