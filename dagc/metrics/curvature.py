@@ -220,10 +220,11 @@ def ball_ascent(net: CompiledNet, w0: np.ndarray, x: np.ndarray, output: int = 0
     Step rule: from each start, a step of length eta along the normalized gradient of
     |lambda_top| (`eigenvalue_gradient`), projected back onto the ball; a step is kept only
     when |lambda_top| grows, else eta halves. eta starts at R / 2; ``steps`` trial steps per
-    start. So the result is never below any start's value, |lambda_top(H(w0))| included, and
-    every point where |lambda_top| is evaluated lies in the ball (the central differences
-    reach THIRD_DERIVATIVE_STEP beyond it). R = 0 (training that does not move, for R =
-    travel) gives back |lambda_top(H(w0))|.
+    start. The steps compare eigenvalues at `ASCENT_TOL` (or ``tol`` if looser); each start's
+    end point is evaluated again at ``tol``, and the result is the largest of those and
+    |lambda_top(H(w0))|: never below the value at w0, and every point where |lambda_top| is
+    evaluated lies in the ball (the central differences reach THIRD_DERIVATIVE_STEP beyond
+    it). R = 0 (training that does not move, for R = travel) gives back |lambda_top(H(w0))|.
     """
     w0 = check_vector(w0, "w0", net.n_params)
     x = check_vector(x, "x", net.n_in)
@@ -425,7 +426,8 @@ register(Metric(
                  "structured one); the ascent finds a larger supremum, which still decays.",
     fields={"value": "the largest norm found: max of the ascent's and the random points'",
             "ascent_mean": "mean over inputs and outputs of the ascent's best norm",
-            "at_w0": "mean over inputs and outputs of ||H_{f_o}(w0; x)|| (ARPACK)",
+            "at_w0": "mean over inputs and outputs of ||H_{f_o}(w0; x)|| (Lanczos with its "
+                     "eigenvector, the ascent's first start)",
             "gain": "value / max: the ascent's gain over the random points (1 when both "
                     "are 0)",
             "max": "max over random points, inputs and outputs",
