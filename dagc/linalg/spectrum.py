@@ -33,8 +33,9 @@ def top_eigenpairs(matvec: Matvec, size: int, k: int, v0: np.ndarray, tol: float
     eigenvectors: (values (k,), vectors (size, k)), ordered by decreasing |value|.
 
     ARPACK (``eigsh``, ``which="LM"``) from the start vector ``v0``; below 3 k + 2 dimensions
-    the operator is formed densely (ARPACK needs k < ncv < size). A warm ``v0`` (the previous
-    eigenvector of a nearby operator) makes a projected ascent's repeated calls cheap.
+    the operator is formed densely (ARPACK needs k < ncv < size). For k = 1 repeated on
+    nearby operators (a projected ascent), `dagc.linalg.lanczos.lanczos_top_pair` is far
+    cheaper.
     """
     if not 1 <= k <= size:
         raise DagcError(f"k: expected an integer in [1, {size}], got {k!r}")
