@@ -66,17 +66,19 @@ class GaussianExpectation:
 @jit
 def gauss_hermite(n):
     """Nodes and weights of the n-point Gauss-Hermite rule for the standard normal density
-    (weights summing to 1). The nodes start as the eigenvalues of the Jacobi matrix (the
-    recurrence of the Hermite polynomials, Golub-Welsch) and are polished by Newton's method
-    on the orthonormal physicists' recurrence, whose derivative also gives the weights to
-    full relative accuracy (the eigenvectors would give the small ones only absolutely)."""
-    jacobi = np.zeros((n, n))
-    for k in range(1, n):
-        jacobi[k - 1, k] = jacobi[k, k - 1] = math.sqrt(float(k))
-    x = np.linalg.eigvalsh(jacobi) / math.sqrt(2.0)  # roots of H_n, physicists' scale
+    (weights summing to 1), in ascending order. The roots of He_n are located by bisection on
+    the Sturm counts of the Jacobi matrix of the recurrence (Golub-Welsch, without its
+    eigensolver) and polished by Newton's method on the orthonormal physicists' recurrence,
+    whose derivative also gives the weights to full relative accuracy. No LAPACK call, so no
+    BLAS thread pool to wait on however busy the machine: the limit kernels compute the rule
+    on every call."""
+    positive = n - n // 2  # the rule is symmetric: the roots from the middle up
+    roots = _bisect_roots(n, n // 2, positive)
+    x = np.empty(n)
     w = np.empty(n)
-    for i in range(n):
-        z = x[i]
+    for i in range(positive):
+        k = n // 2 + i
+        z = roots[i] / math.sqrt(2.0)  # physicists' scale
         derivative = 1.0
         for _ in range(10):
             p1 = 0.7511255444649425  # pi^(-1/4): the orthonormal H_0
@@ -90,9 +92,42 @@ def gauss_hermite(n):
             z -= step
             if abs(step) <= 1e-15 * max(1.0, abs(z)):
                 break
-        x[i] = z
-        w[i] = 2.0 / (derivative * derivative)
+        x[k] = z
+        x[n - 1 - k] = -z
+        w[k] = w[n - 1 - k] = 2.0 / (derivative * derivative)
     return x * math.sqrt(2.0), w / math.sqrt(math.pi)
+
+
+@jit
+def _bisect_roots(n, first, count):
+    """Roots first .. first + count - 1 (ascending) of He_n to about 1e-6, close enough for
+    Newton: bisection on the number of eigenvalues below t of its Jacobi matrix (zero
+    diagonal, off-diagonal sqrt(1..n-1)), the negative pivots of J - t I. All roots bisect
+    together, so the pivots' divisions, a dependent chain per root, run side by side.
+    Every root lies in (-2 sqrt(n), 2 sqrt(n))."""
+    low = np.full(count, -2.0 * math.sqrt(n))
+    high = np.full(count, 2.0 * math.sqrt(n))
+    t = np.empty(count)
+    pivot = np.empty(count)
+    below = np.empty(count, np.int64)
+    for _ in range(26):
+        for i in range(count):
+            t[i] = 0.5 * (low[i] + high[i])
+            pivot[i] = -t[i]
+            below[i] = 0
+        for j in range(1, n + 1):
+            for i in range(count):
+                if j > 1:
+                    pivot[i] = -t[i] - (j - 1.0) / pivot[i]
+                if pivot[i] == 0.0:
+                    pivot[i] = -1e-300
+                below[i] += pivot[i] < 0.0
+        for i in range(count):
+            if below[i] > first + i:
+                high[i] = t[i]
+            else:
+                low[i] = t[i]
+    return 0.5 * (low + high)
 
 
 # --------------------------------------------------------------------------------------------
