@@ -173,7 +173,8 @@ def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict, sparse: SparseMode
                 rows, cols = pattern
                 part = a @ ops.scatter(W, rows, cols, (step.size, a.shape[1])).T
             elif term.kind == "sparse":
-                part = (a[:, pattern[0]] * W).sum(-1)
+                # einsum, not multiply-and-sum: XLA differentiates it as one batched product
+                part = ops.einsum("njk,jk->nj", a[:, pattern[0]], W)
             else:
                 rows, cols = pattern
                 part = ops.segment_sum(a[:, cols] * W, rows, step.size)
@@ -193,9 +194,10 @@ def _evaluate(plan: _Plan, params, X, ops: _Ops, index: dict, sparse: SparseMode
 
 class _Ops(SimpleNamespace):
     """A framework's primitives: the activations' (tanh, sigmoid, softplus, erf, sin,
-    maximum), `segment_sum(values (n, E), rows (E,), size)` summing columns into rows,
+    maximum), `segment_sum(values (n, E), rows (E,), size)` summing columns into rows
+    (rows ascending: edges are in CSR order),
     `scatter(values, rows, cols, shape)` a zero matrix with `values` added at (rows, cols)
-    (broadcast), and `concatenate(list of (n, k))` along columns."""
+    (broadcast), `einsum` and `concatenate(list of (n, k))` along columns."""
 
 
 def _index(plan: _Plan, convert, sparse: SparseMode) -> dict:
@@ -229,7 +231,7 @@ def to_torch(net: CompiledNet, w, sparse: SparseMode = "gather") -> Any:
                .index_add(1, rows, v),
                scatter=lambda v, rows, cols, shape: v.new_zeros(shape)
                .index_put((rows, cols), v, accumulate=True),
-               concatenate=lambda parts: torch.cat(parts, dim=1))
+               einsum=torch.einsum, concatenate=lambda parts: torch.cat(parts, dim=1))
     index = _index(plan, torch.from_numpy, sparse)
 
     class DagcModule(torch.nn.Module):
@@ -262,11 +264,11 @@ def to_jax(net: CompiledNet, w, sparse: SparseMode = "gather") -> tuple[Any, dic
     plan = _plan(net)
     ops = _Ops(tanh=jnp.tanh, sigmoid=jax.nn.sigmoid, softplus=jax.nn.softplus,
                erf=special.erf, sin=jnp.sin, maximum=jnp.maximum,
-               segment_sum=lambda v, rows, size: jnp.zeros((v.shape[0], size), v.dtype)
-               .at[:, rows].add(v),
+               segment_sum=lambda v, rows, size: jax.ops.segment_sum(
+                   v.T, rows, size, indices_are_sorted=True).T,
                scatter=lambda v, rows, cols, shape: jnp.zeros(shape, v.dtype)
                .at[rows, cols].add(v),
-               concatenate=lambda parts: jnp.concatenate(parts, axis=1))
+               einsum=jnp.einsum, concatenate=lambda parts: jnp.concatenate(parts, axis=1))
     index = _index(plan, jnp.asarray, sparse)
 
     def f(params: dict, X):
