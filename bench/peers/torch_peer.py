@@ -1,80 +1,36 @@
-"""The network in PyTorch (float64, eager, torch.func): forward under no_grad, VJP with
-torch.func.vjp, HVP as torch.func.jvp of torch.func.grad (forward-over-reverse), and the NTK
-as the contraction J J^T of per-example Jacobians (vmap of jacrev).
+"""The network in PyTorch (float64, eager, torch.func): the module of `dagc.export.to_torch`
+called as a function of the flat weights (`torch.func.functional_call` on
+`dagc.export.split_weights`); forward under no_grad, VJP with torch.func.vjp, HVP as
+torch.func.jvp of torch.func.grad (forward-over-reverse), and the NTK as the contraction J J^T
+of per-example Jacobians (vmap of jacrev).
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import torch
-from torch.func import grad, jacrev, jvp, vjp, vmap
+from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
-from dagc.ops.activations import ACTIVATIONS
+from dagc import export
 
-from ..network import Description
-from . import Bound
-
-# The primitives the registry's array forms (`Activation.array(z, xp)`) are written in.
-_XP = SimpleNamespace(tanh=torch.tanh, sigmoid=torch.sigmoid,
-                      softplus=torch.nn.functional.softplus, erf=torch.erf, sin=torch.sin,
-                      maximum=lambda z, floor: torch.clamp(z, min=floor))
+from . import Bound, as_reported, export_mode, variant_name
 
 
 class Peer:
     framework = "torch"
 
-    def __init__(self, desc: Description, mode: str):
-        self.desc = desc
+    def __init__(self, net, mode: str):
+        self.net = net
         self.mode = mode
-        self.name = "torch" if mode == "dense" else f"torch-{mode}"
-        self.aux = []
-        for block in desc.blocks:
-            indices = []
-            for conn in block.conns:
-                if conn.kind == "dense":
-                    indices.append(None)
-                elif mode == "masked":
-                    flat = conn.rows * conn.size_src + conn.cols
-                    indices.append(torch.from_numpy(flat))
-                elif conn.kind == "sparse":
-                    indices.append(torch.from_numpy(conn.gather_index))
-                else:
-                    indices.append((torch.from_numpy(conn.rows), torch.from_numpy(conn.cols)))
-            self.aux.append((torch.from_numpy(block.scale), indices))
+        self.name = variant_name(self.framework, mode)
+        # Its own weights are never used: every call passes the pieces of its w.
+        self.module = export.to_torch(net, np.zeros(net.n_params), sparse=export_mode(mode))
 
     def apply(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        """Outputs (n, n_out) at the rows of X."""
-        desc = self.desc
-        values, column = {}, 0
-        for name, size in desc.inputs:
-            values[name] = X[:, column:column + size]
-            column += size
-        n = X.shape[0]
-        for block, (scale, indices) in zip(desc.blocks, self.aux, strict=True):
-            z = None
-            for conn, index in zip(block.conns, indices, strict=True):
-                piece = w[conn.offset:conn.offset + conn.n_weights]
-                a = values[conn.src]
-                if conn.kind == "dense":
-                    term = a @ piece.reshape(conn.size_dst, conn.size_src).T
-                elif self.mode == "masked":
-                    dense = w.new_zeros(conn.size_dst * conn.size_src).index_put((index,), piece)
-                    term = a @ dense.reshape(conn.size_dst, conn.size_src).T
-                elif conn.kind == "sparse":
-                    term = (a[:, index] * piece.reshape(index.shape)).sum(-1)
-                else:
-                    rows, cols = index
-                    term = w.new_zeros((n, block.size)).index_add(1, rows, a[:, cols] * piece)
-                z = term if z is None else z + term
-            if block.bias_offset is not None:
-                z = z + w[block.bias_offset:block.bias_offset + block.size]
-            a = ACTIVATIONS[block.act].array(z * scale, _XP)
-            for src in block.add:
-                a = a + values[src]
-            values[block.name] = a
-        return torch.cat([values[name] for name in desc.outputs], dim=1)
+        """Outputs (n, n_out) at the rows of X, a differentiable function of the flat w."""
+        params = {f"weights.{key}": piece
+                  for key, piece in export.split_weights(self.net, w).items()}
+        return functional_call(self.module, params, (X,))
 
     def _forward(self, w, X):
         with torch.no_grad():
@@ -115,10 +71,7 @@ class Peer:
             raise ValueError(op)
 
         def to_numpy(result):
-            result = result.detach().numpy()
-            if op == "ntk" and self.desc.n_out == 1:
-                return result[:, :, 0, 0]
-            return result
+            return as_reported(op, self.net.n_out, result.detach().numpy())
 
         return Bound(run, to_numpy)
 
