@@ -20,6 +20,7 @@ the connection is not very sparse, memory in proportion to size_dst * size_src).
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
@@ -138,7 +139,8 @@ def split_weights(net: CompiledNet, w) -> dict[str, Any]:
     split_weights(net, w).items()}, (X,))` or `f(split_weights(net, w), X)`. Concatenating
     the pieces' ravels in order gives `w` back.
     """
-    return {parameter_key(src, dst): w[offset:offset + int(np.prod(shape))].reshape(shape)
+    # math.prod, not np.prod: this runs on every call of a peer's function of w
+    return {parameter_key(src, dst): w[offset:offset + math.prod(shape)].reshape(shape)
             for src, dst, _, offset, shape in net.layout}
 
 
