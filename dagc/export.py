@@ -220,8 +220,9 @@ def to_torch(net: CompiledNet, w, sparse: SparseMode = "gather") -> Any:
     Its parameters are the pieces of `w` in layout order (named "SRC->DST", "bias->DST" in
     its ParameterDict `weights`), so `torch.cat([p.grad.ravel() for p in
     module.parameters()])` after a backward pass of `(C * module(X)).sum()` equals
-    `net.vjp(w, X, C)`. `sparse` ("gather" or "masked") says how sparse and ragged
-    connections run (module docstring). Needs PyTorch (`dagc[torch]`).
+    `net.vjp(w, X, C)`; `module.forward_with(params, X)` computes it with other weights.
+    `sparse` ("gather" or "masked") says how sparse and ragged connections run (module
+    docstring). Needs PyTorch (`dagc[torch]`).
     """
     torch = _import("torch", "torch")
     sparse = _sparse_mode(sparse)
@@ -248,6 +249,12 @@ def to_torch(net: CompiledNet, w, sparse: SparseMode = "gather") -> Any:
 
         def forward(self, X):
             return _evaluate(plan, self.weights, X, ops, index, sparse)
+
+        def forward_with(self, params, X):
+            """The network with `params` ({key: tensor}, e.g. `split_weights(net, w)`) in
+            place of its own weights: `to_jax`'s `f(params, X)`, a pure function for
+            torch.func transforms without `functional_call`'s swap of every parameter."""
+            return _evaluate(plan, params, X, ops, index, sparse)
 
     module = DagcModule()
     module.input_names, module.output_names = net.input_names, net.output_names

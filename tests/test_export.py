@@ -169,6 +169,21 @@ def test_torch_functional_call_on_split_weights_equals_vjp():
                  what="vjp")
 
 
+def test_torch_forward_with_split_weights_equals_vjp():
+    """`module.forward_with(params, X)`: the module as `to_jax`'s f(params, X)."""
+    net = compiled("randdag", 8, jit=False)
+    w, X, C = _point(net)
+    module = net.to_torch(np.zeros_like(w))
+
+    def apply(u):
+        return module.forward_with(export.split_weights(net, u), torch.from_numpy(X))
+
+    F, pullback = torch.func.vjp(apply, torch.from_numpy(w))
+    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
+    assert_close(pullback(torch.from_numpy(C))[0].numpy(), net.vjp(w, X, C), 1e-12,
+                 what="vjp")
+
+
 def test_export_refuses_an_unknown_sparse_mode():
     net = compiled("tiny", 4, jit=False)
     with pytest.raises(dagc.DagcError, match="sparse: expected one of gather, masked"):

@@ -1,15 +1,16 @@
 """The network in PyTorch (float64, eager, torch.func): the module of `dagc.export.to_torch`
-called as a function of the flat weights (`torch.func.functional_call` on
-`dagc.export.split_weights`); forward under no_grad, VJP with torch.func.vjp, HVP as
-torch.func.jvp of torch.func.grad (forward-over-reverse), and the NTK as the contraction J J^T
-of per-example Jacobians (vmap of jacrev).
+as a function of the flat weights (its `forward_with` on `dagc.export.split_weights`, which
+`torch.func.functional_call` would compute with a swap of every parameter per call); forward
+under no_grad, VJP with torch.func.vjp, HVP as torch.func.jvp of torch.func.grad
+(forward-over-reverse), and the NTK as the contraction J J^T of per-example Jacobians (vmap
+of jacrev).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
+from torch.func import grad, jacrev, jvp, vjp, vmap
 
 from dagc import export
 
@@ -28,9 +29,7 @@ class Peer:
 
     def apply(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         """Outputs (n, n_out) at the rows of X, a differentiable function of the flat w."""
-        params = {f"weights.{key}": piece
-                  for key, piece in export.split_weights(self.net, w).items()}
-        return functional_call(self.module, params, (X,))
+        return self.module.forward_with(export.split_weights(self.net, w), X)
 
     def _forward(self, w, X):
         with torch.no_grad():
