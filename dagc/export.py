@@ -20,7 +20,6 @@ the connection is not very sparse, memory in proportion to size_dst * size_src).
 from __future__ import annotations
 
 import importlib
-import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +28,7 @@ import numpy as np
 
 from .errors import DagcError
 from .ops.activations import ACTIVATIONS
+from .runtime import layout_pieces
 
 if TYPE_CHECKING:
     from .runtime import CompiledNet
@@ -139,9 +139,8 @@ def split_weights(net: CompiledNet, w) -> dict[str, Any]:
     split_weights(net, w).items()}, (X,))` or `f(split_weights(net, w), X)`. Concatenating
     the pieces' ravels in order gives `w` back.
     """
-    # math.prod, not np.prod: this runs on every call of a peer's function of w
-    return {parameter_key(src, dst): w[offset:offset + math.prod(shape)].reshape(shape)
-            for src, dst, _, offset, shape in net.layout}
+    return {parameter_key(src, dst): piece
+            for (src, dst), piece in layout_pieces(net.layout, w).items()}
 
 
 def _pieces(net: CompiledNet, w: np.ndarray) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from types import ModuleType
@@ -52,6 +53,15 @@ def generate(architecture: spec.Spec, width: int | None = None, graph_seed: int 
         return ir, codegen.write_neuron_module(ir.acts, directory or cache.cache_dir())
     ir = graph.build(architecture, width, graph_seed)  # errors before the cache is touched
     return ir, cache.write_module(ir, directory or cache.cache_dir())
+
+
+def layout_pieces(layout, w) -> dict:
+    """{(src, dst): the slice of the flat vector `w` that holds that piece, in its shape} for
+    every entry of a network's `layout`. `w` may be any array with slicing and reshape (numpy,
+    PyTorch, JAX), so `dagc.export` splits a framework's vector the same way."""
+    # math.prod, not np.prod: this runs on every call of an exported function of w
+    return {(src, dst): w[offset:offset + math.prod(shape)].reshape(shape)
+            for src, dst, _, offset, shape in layout}
 
 
 class CompiledNet:
@@ -281,9 +291,7 @@ class CompiledNet:
 
     def unflatten(self, w: np.ndarray) -> dict:
         """The parameter pieces as views: {(src, dst): array}, with (None, dst) for biases."""
-        w = self._w(w)
-        return {(src, dst): w[offset:offset + int(np.prod(shape))].reshape(shape)
-                for src, dst, _, offset, shape in self.layout}
+        return layout_pieces(self.layout, self._w(w))
 
     def _w(self, w, name: str = "w") -> np.ndarray:
         w = _float_array(w, name, 1)
