@@ -11,9 +11,11 @@
   weights + indices, forward (1 and 16 samples), VJP and HVP times, the VJP's and HVP's bytes
   streamed per second as a fraction of the copy bandwidth measured in the same process, and
   the forward against scipy.sparse CSR products of the same graph, and forward, VJP and HVP
-  against a PyTorch gather peer (one thread) on graphs up to --torch-up-to edges.
+  against the peers of bench/peers (`dagc.export`'s network in PyTorch, one thread, and JAX,
+  jit; gather, and masked where its dense matrices fit in --masked-up-to bytes) on graphs up to
+  --peers-up-to edges.
 
-Results: bench/results/neurons.json (and the report printed).
+Results: bench/results/neurons.json, or --out (and the report printed).
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ _SCALE_SCRIPT = textwrap.dedent("""
     import json, sys
     from bench.neurons import scale_in_process
     print(json.dumps(scale_in_process(int(float(sys.argv[1])), int(sys.argv[2]),
-                                      sys.argv[3] == "torch")))
+                                      None if sys.argv[3] == "-" else float(sys.argv[3]))))
 """)
 
 
@@ -206,8 +208,9 @@ def run_every_pass(module, ir) -> None:
     module.ntk(w, X, X[:2], False, *args)
 
 
-def scale_in_process(n_edges: int, fan_in: int, with_torch: bool = False) -> dict:
-    """Build, run and time one random DAG with n_edges edges (see the module docstring)."""
+def scale_in_process(n_edges: int, fan_in: int, masked_up_to: float | None = None) -> dict:
+    """Build, run and time one random DAG with n_edges edges (see the module docstring);
+    the peers too unless `masked_up_to` is None (`peer_comparison`)."""
     import scipy.sparse
 
     from bench.machine import copy_gbps, load_average
@@ -272,12 +275,11 @@ def scale_in_process(n_edges: int, fan_in: int, with_torch: bool = False) -> dic
                                atol=1e-12)
     times["scipy_forward_1"] = _best(lambda: scipy_forward(X1))
     times["scipy_forward_16"] = _best(lambda: scipy_forward(X16))
-    torch_times = {}
-    if with_torch:
-        peer = torch_peer(ir, w, v, X1, X16)
-        np.testing.assert_allclose(peer["forward_16"]().numpy(),
-                                   module.forward(w, X16, *args), rtol=1e-9, atol=1e-12)
-        torch_times = {name: _best(fn) for name, fn in peer.items()}
+    compared = {"seconds": {}, "jit_seconds": {}, "skipped": {}}
+    if masked_up_to is not None:
+        from dagc.runtime import CompiledNet
+
+        compared = peer_comparison(CompiledNet(ir, module), w, v, X1, X16, masked_up_to)
     copy = copy_gbps(min(1 << 29, 8 * n_edges))["best"]
     streamed = {  # the bytes each pass must move per edge, gathers of neuron values aside
         # forward reads w and the index; reverse reads them again and writes the gradient
@@ -304,77 +306,87 @@ def scale_in_process(n_edges: int, fan_in: int, with_torch: bool = False) -> dic
         "fraction_of_copy": {k: streamed[k] / times[k] / 1e9 / copy for k in streamed},
         "vs_scipy": {"forward_1": times["forward_1"] / times["scipy_forward_1"],
                      "forward_16": times["forward_16"] / times["scipy_forward_16"]},
-        "torch_seconds": torch_times,
-        "vs_torch": {k: times[k] / t for k, t in torch_times.items()},
+        "peer_seconds": compared["seconds"],
+        "peer_jit_seconds": compared["jit_seconds"],
+        "peers_skipped": compared["skipped"],
+        "vs_peers": {name: {k: times[k] / t for k, t in peer.items()}
+                     for name, peer in compared["seconds"].items()},
+        "load_average_end": load_average(),
     }
 
 
-def torch_peer(ir, w: np.ndarray, v: np.ndarray, X1: np.ndarray, X16: np.ndarray) -> dict:
-    """The same network as a PyTorch gather peer (float64, one thread, eager): per run, the
-    sources' activations gathered by index, times the weights, summed into the run's rows by
-    index_add, scaled, then the run's activation. VJP by autograd, HVP by double backward.
-    Returns the callables {forward_1, forward_16, vjp_1, hvp} (arguments bound)."""
-    import torch
+def neuron_description(net):
+    """The `bench.network.Description` of a neuron-level `CompiledNet`: its inputs, and one
+    ragged connection from the buffer of all neurons to itself (the edge view `dagc.export`
+    runs), so that `bench.peers.load` gives its gather and masked variants."""
+    from bench.network import Block, Conn, Description
 
-    torch.set_num_threads(1)
-    torch_acts = {"identity": lambda z: z, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-                  "softplus": torch.nn.functional.softplus, "sin": torch.sin,
-                  "gelu": lambda z: torch.nn.functional.gelu(z, approximate="none")}
-    names = list(neurons_codes())
-    index = torch.from_numpy(ir.indices.astype(np.int64))
-    rows = torch.repeat_interleave(torch.arange(ir.n_neurons), torch.from_numpy(
-        np.diff(ir.indptr)))
-    scale = torch.from_numpy(ir.scale)[:, None]
-    runs = [(int(a), int(b), int(ir.indptr[a]), int(ir.indptr[b]), torch_acts[names[c]],
-             int(ir.layer[a])) for a, b, c in ir.runs]
-    outputs = torch.from_numpy(ir.outputs)
-
-    def forward(wt, X):
-        # autograd allows no in-place writes: the buffer grows by a layer's runs at a time
-        buffer, layer, done = X.T, 1, []
-        for first, end, e0, e1, act, run_layer in runs:
-            if run_layer != layer:
-                buffer, layer, done = torch.cat([buffer, *done]), run_layer, []
-            gathered = buffer[index[e0:e1]] * wt[e0:e1, None]
-            z = torch.zeros((end - first, X.shape[0]), dtype=torch.float64).index_add(
-                0, rows[e0:e1] - first, gathered) * scale[first:end]
-            done.append(act(z))
-        return torch.cat([buffer, *done])[outputs].T
-
-    X1 = torch.from_numpy(X1)
-    X16 = torch.from_numpy(X16)
-    wt = torch.from_numpy(w)
-    vt = torch.from_numpy(v)
-
-    def vjp_1():
-        wg = wt.clone().requires_grad_()
-        (g,) = torch.autograd.grad(forward(wg, X1).sum(), wg)
-        return g
-
-    def hvp():
-        wg = wt.clone().requires_grad_()
-        (g,) = torch.autograd.grad(forward(wg, X1)[0, 0], wg, create_graph=True)
-        (h,) = torch.autograd.grad(g @ vt, wg)
-        return h
-
-    def no_grad_forward(X):
-        with torch.no_grad():
-            return forward(wt, X)
-
-    return {"forward_1": lambda: no_grad_forward(X1), "forward_16": lambda: no_grad_forward(X16),
-            "vjp_1": vjp_1, "hvp": hvp}
+    n = net.ir.n_neurons
+    blocks = (Block("neurons", n, (Conn("neurons", "ragged", n, n, net.n_params),)),)
+    return Description(net.name, None, (("neurons", net.n_in),), blocks, net.n_params,
+                       net.n_in, net.n_out, net)
 
 
-def neurons_codes() -> dict:
-    from dagc.ir import neurons
+def masked_bytes(ir) -> int:
+    """The dense matrices a masked peer scatters the weights into, summed over the runs (each
+    run's rows by the buffer of every earlier neuron): what its VJP and HVP keep alive."""
+    first, end = ir.runs[:, 0].astype(np.int64), ir.runs[:, 1].astype(np.int64)
+    return int(8 * np.sum((end - first) * first))
 
-    return neurons.CODES
+
+def peer_comparison(net, w: np.ndarray, v: np.ndarray, X1: np.ndarray, X16: np.ndarray,
+                    masked_up_to: float) -> dict:
+    """Forward (1 and 16 samples), VJP and HVP of the peers of bench/peers (`dagc.export`'s
+    network in PyTorch, one thread, and JAX, jit) on this network, each checked against dagc
+    first: {"seconds": {variant: {op: s}}, "jit_seconds": {variant: {op: s}} (JAX's first
+    call, its trace and compile), "skipped": {variant: why}}. A masked variant runs only if
+    its dense matrices (`masked_bytes`) are at most `masked_up_to` bytes."""
+    from bench import peers
+
+    found, missing = peers.available()
+    if "torch" in found:
+        import torch
+
+        torch.set_num_threads(1)
+    C1 = np.ones((1, net.n_out))
+    cases = {  # op name: (peer op, its arrays, dagc's result)
+        "forward_1": ("forward", {"w": w, "X": X1}, net.forward(w, X1)),
+        "forward_16": ("forward", {"w": w, "X": X16}, net.forward(w, X16)),
+        "vjp_1": ("vjp", {"w": w, "X": X1, "C": C1}, net.vjp(w, X1, C1)),
+        "hvp": ("hvp", {"w": w, "x": X1[0].copy(), "v": v, "output": 0},
+                net.hvp(w, X1[0], v, 0)),
+    }
+    seconds, jit, skipped = {}, {}, dict(missing)
+    masked = masked_bytes(net.ir)
+    for framework in found:
+        for peer in peers.load(framework, neuron_description(net)):
+            if peer.mode == "masked" and masked > masked_up_to:
+                skipped[peer.name] = (f"its dense matrices take {masked / 1e9:.1f} GB "
+                                      f"(--masked-up-to {masked_up_to:.3g} bytes)")
+                continue
+            seconds[peer.name], jit[peer.name] = {}, {}
+            for name, (op, arrays, expected) in cases.items():
+                bound = peer.bind(op, **arrays)
+                start = time.perf_counter()
+                result = bound.run()  # JAX: traces and compiles
+                jit[peer.name][name] = time.perf_counter() - start
+                np.testing.assert_allclose(bound.to_numpy(result), expected, rtol=1e-9,
+                                           atol=1e-12, err_msg=f"{peer.name} {name}")
+                seconds[peer.name][name] = _best(bound.run)
+            if framework != "jax":
+                del jit[peer.name]
+    return {"seconds": seconds, "jit_seconds": jit, "skipped": skipped}
 
 
-def bench_scale(n_edges: int, fan_in: int, with_torch: bool) -> dict:
+def bench_scale(n_edges: int, fan_in: int, masked_up_to: float | None) -> dict:
+    """`scale_in_process` in a fresh process (its memory is the graph's alone); JAX's XLA
+    on one thread, as bench/__main__.py runs it (numba and scipy keep their defaults)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    env = {**os.environ, "XLA_FLAGS": (flags + " --xla_cpu_multi_thread_eigen=false "
+                                       "intra_op_parallelism_threads=1").strip()}
     out = subprocess.run([sys.executable, "-c", _SCALE_SCRIPT, str(n_edges), str(fan_in),
-                          "torch" if with_torch else "-"],
-                         capture_output=True, text=True, cwd=Path(__file__).parents[1])
+                          "-" if masked_up_to is None else str(masked_up_to)],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[1], env=env)
     if out.returncode != 0:
         return {"edges": n_edges, "error": out.stderr.strip().splitlines()[-1:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -385,10 +397,15 @@ def main(argv=None) -> None:
     parser.add_argument("--edges", type=float, nargs="*", default=[1e7])
     parser.add_argument("--fan-in", type=int, default=100)
     parser.add_argument("--skip-compile", action="store_true")
-    parser.add_argument("--torch-up-to", type=float, default=1e7,
-                        help="run the PyTorch gather peer on graphs up to this many edges")
+    parser.add_argument("--peers-up-to", type=float, default=1e7,
+                        help="run the PyTorch and JAX peers on graphs up to this many edges")
+    parser.add_argument("--masked-up-to", type=float, default=2e9,
+                        help="run the peers' masked variants only if their dense matrices "
+                             "take at most this many bytes")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="the results file (updated: other keys are kept)")
     args = parser.parse_args(argv)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
     from bench.machine import info, load_average
 
     results["machine"] = info()
@@ -396,11 +413,12 @@ def main(argv=None) -> None:
         results["compile"] = {**bench_compile(), "load_average": load_average()}
         print(json.dumps(results["compile"], indent=1), flush=True)
     for edges in args.edges:
-        result = bench_scale(int(edges), args.fan_in, edges <= args.torch_up_to)
+        result = bench_scale(int(edges), args.fan_in,
+                             args.masked_up_to if edges <= args.peers_up_to else None)
         results.setdefault("scale", {})[str(int(edges))] = result
         print(json.dumps(result, indent=1), flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
