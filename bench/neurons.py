@@ -217,6 +217,7 @@ def scale_in_process(n_edges: int, fan_in: int, masked_up_to: float | None = Non
     from dagc.backend import cache, render
     from dagc.ir import neurons
 
+    load_at_start = load_average()
     n_neurons = n_edges // fan_in
     module_path = render.write_neuron_module(("identity",) + ACTS, cache.cache_dir())
     module = cache.load_module(module_path)
@@ -288,7 +289,8 @@ def scale_in_process(n_edges: int, fan_in: int, masked_up_to: float | None = Non
         "hvp": (8 + 8 + 4) * n_edges + (8 + 8 + 4 + 8) * n_edges,
     }
     return {
-        "load_average": load_average(),  # a shared machine: how busy it was
+        "load_average": load_average(),  # a shared machine: how busy it was (at the end)
+        "load_average_start": load_at_start,
         "edges": ir.n_params, "neurons": ir.n_neurons, "runs": len(ir.runs),
         "module_bytes": module_path.stat().st_size,
         "layers": ir.depth, "fan_in": fan_in, "build_seconds": build,
@@ -311,7 +313,6 @@ def scale_in_process(n_edges: int, fan_in: int, masked_up_to: float | None = Non
         "peers_skipped": compared["skipped"],
         "vs_peers": {name: {k: times[k] / t for k, t in peer.items()}
                      for name, peer in compared["seconds"].items()},
-        "load_average_end": load_average(),
     }
 
 
