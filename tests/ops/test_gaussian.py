@@ -151,5 +151,15 @@ def test_gauss_hermite_rule_integrates_moments():
     assert np.sum(weights * nodes ** 8) == pytest.approx(105.0, rel=1e-12)
 
 
+@pytest.mark.parametrize("n", [1, 2, 5, 40, 101])
+def test_gauss_hermite_rule_is_numpys(n):
+    """The bisection-and-Newton rule against numpy's eigensolver rule where numpy's is
+    accurate (it overflows for large n)."""
+    nodes, weights = gaussian.gauss_hermite(n)
+    expected_nodes, expected_weights = np.polynomial.hermite_e.hermegauss(n)
+    np.testing.assert_allclose(nodes, expected_nodes, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(weights, expected_weights / math.sqrt(2 * math.pi), rtol=1e-10)
+
+
 def test_every_activation_has_expectations():
     assert set(gaussian.GAUSSIAN) == set(ACTIVATIONS)
