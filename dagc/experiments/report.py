@@ -588,7 +588,8 @@ def _panel(axes, metric: str, series: Sequence[Summary], all_series: Sequence[Su
     info = metric_info(metric)
     axes.set_xscale("log")
     axes.set_yscale("log")
-    axes.set_title(textwrap.fill(f"{metric}: {info.definition}", 56), fontsize=8.5)
+    axes.set_title(textwrap.fill(f"{metric}: {_first_clause(info.definition)}", 56),
+                   fontsize=8.5)
     axes.set_ylabel(info.label)
     x_name = series[0].x_name if series else "m"
     axes.set_xlabel(x_name + (" (the paper's width)" if x_name == "m" else " (file's width)"))
@@ -615,22 +616,36 @@ def _slope_lines(axes, series: Sequence[Summary], all_series: Sequence[Summary],
                   fontsize=7.5, color=colour, family="monospace", va="top")
 
 
+def _first_clause(definition: str) -> str:
+    """A definition up to its first ";" outside parentheses: the training metrics go on there
+    with their training options, which docs/metrics.md spells out, and a panel's title
+    should stay a few lines."""
+    depth = 0
+    for i, char in enumerate(definition):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == ";" and depth == 0:
+            return definition[:i]
+    return definition
+
+
 def _readable_log_ticks(axes) -> None:
-    """Plain numbers on a log axis spanning less than two decades (0.2, 0.5 rather than
-    2 x 10^-1); every minor tick labelled only below one decade."""
+    """Plain numbers on each log axis spanning less than two decades (0.2, 0.5 rather than
+    2 x 10^-1); every minor tick labelled only below one decade on y (on x, where labels sit
+    side by side, only 1, 2 and 5)."""
     from matplotlib.ticker import FuncFormatter
 
-    low, high = axes.get_ylim()
-    if high / low >= 100:
-        return
-    shown = (1, 2, 3, 4, 5, 6, 7, 8, 9) if high / low < 10 else (1, 2, 5)
+    for axis, (low, high), dense in ((axes.yaxis, axes.get_ylim(), True),
+                                     (axes.xaxis, axes.get_xlim(), False)):
+        if high / low >= 100:
+            continue
+        shown = (1, 2, 3, 4, 5, 6, 7, 8, 9) if dense and high / low < 10 else (1, 2, 5)
 
-    def plain(value: float, _position) -> str:
-        mantissa = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
-        return f"{value:g}" if mantissa in shown else ""
+        def plain(value: float, _position, shown=shown) -> str:
+            mantissa = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+            return f"{value:g}" if mantissa in shown else ""
 
-    axes.yaxis.set_major_formatter(FuncFormatter(plain))
-    axes.yaxis.set_minor_formatter(FuncFormatter(plain))
+        axis.set_major_formatter(FuncFormatter(plain))
+        axis.set_minor_formatter(FuncFormatter(plain))
 
 
 def _series(axes, s: Summary, colour) -> None:

@@ -360,3 +360,9 @@ def test_cli_report_reads_a_cells_csv(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "cells.csv"), "--json"]) == 0
     (item,) = json.loads(capsys.readouterr().out)
     assert item["verdict"] == "consistent with m^-1/2"
+
+
+def test_panel_titles_keep_a_definition_up_to_its_first_top_level_semicolon():
+    assert report._first_clause("max of ||H(w0; x)|| (by Lanczos); training: gd") == \
+        "max of ||H(w0; x)|| (by Lanczos)"
+    assert report._first_clause("no clause (a; b)") == "no clause (a; b)"
