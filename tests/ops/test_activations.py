@@ -124,15 +124,15 @@ def test_only_relu_is_flagged_not_smooth():
 
 
 def test_every_list_of_activations_is_the_registry():
-    """Spec validation, the CLI's note and the benchmark read the registry, not a copy."""
+    """Spec validation, the CLI's note and the PyTorch / JAX export (which the benchmark's
+    peers run) read the registry, not a copy."""
     from dagc.frontend import spec
 
     assert spec.ACTIVATIONS == tuple(ACTIVATIONS)
     root = Path(__file__).resolve().parents[2]
-    readers = ["dagc/cli/__init__.py", "bench/network.py", "bench/peers/torch_peer.py",
-               "bench/peers/jax_peer.py"]
+    readers = ["dagc/cli/__init__.py", "dagc/export.py"]
     for reader in readers:
         source = (root / reader).read_text()
-        assert "from dagc.ops.activations import ACTIVATIONS" in source \
-            or "from ..ops.activations import ACTIVATIONS" in source, reader
+        assert any(f"from {package}ops.activations import ACTIVATIONS" in source
+                   for package in ("dagc.", "..", ".")), reader
         assert '"softplus"' not in source, f"{reader} lists activations by name"
