@@ -167,11 +167,27 @@ def _memory_child(arch: str, width: int) -> dict:
     return {"how": how, "n_params": net.n_params, "rss_runtime": runtime,
             "rss_before": before, "peak_rss": peak,
             "peak_reset": reset, "seconds": seconds,
+            "step_seconds": _step_seconds(net, w, x) if measure is not None else None,
             "weights_bytes": 8 * net.n_params, "lanczos_vectors": vectors,
             "vector_length": length or net.n_params,
             "reference_bytes": 8 * (net.n_params + vectors * (length or net.n_params)),
             "reference": f"weights + {vectors} Lanczos vectors of length "
                          f"{length or net.n_params:,}"}
+
+
+def _step_seconds(net, w, x, repeats: int = 5) -> float:
+    """Median time of one Lanczos step of a single norm: one application of the factored
+    Hessian to one vector (measured after the peak, so its buffers do not count there)."""
+    import numpy as np
+
+    operator = net.factored_hessian(w, x[None, :])
+    v = np.random.default_rng(1).standard_normal((1, operator.size))
+    times = []
+    for _ in range(repeats + 1):  # the first application warms the caches and is dropped
+        start = time.perf_counter()
+        operator.apply(v)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
 
 
 def main(argv: list[str]) -> None:
