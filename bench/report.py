@@ -309,9 +309,9 @@ def _how_to_run() -> list[str]:
     return ["## Running it", "",
             "`pip install -e \".[bench]\"` (JAX and PyTorch CPU, each optional), then "
             "`python -m bench [--archs densenet3,sparse3,randdag] [--widths 128,512,2048] "
-            "[--memory-widths 2048,4096] [--quick] [--threads N]`. It rebuilds each network in "
-            "JAX (jit) and PyTorch (torch.func) from `net.layout`, `net.sources` and "
-            "`net.ir.blocks` (gather and masked-dense variants for sparse connections), checks "
+            "[--memory-widths 2048,4096] [--quick] [--threads N]`. It runs each network in "
+            "JAX (jit) and PyTorch (torch.func) as `dagc.export` gives it (`net.to_jax`, "
+            "`net.to_torch`; gather and masked-dense variants for sparse connections), checks "
             "that every peer matches dagc to 1e-9, then times forward, VJP, HVP, NTK, Hessian "
             "norms, compile time and memory, interleaved, as medians of per-round ratios. It "
             "measures the machine's matrix-product rate and copy bandwidth in the same run and "
