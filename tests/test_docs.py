@@ -6,7 +6,6 @@ cites exists."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -103,21 +102,16 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second():
     assert commands[1] in ci, ".ci/run must run the README's test command"
 
 
-def test_readme_results_table_is_the_checked_in_report():
-    summaries = {(s["arch"], s["metric"]): s
-                 for s in json.loads((DOCS / "results" / "summary.json").read_text())}
+def test_readme_results_tables_are_the_checked_in_reports():
+    """Every row of the README's result tables is a row `dagc report` wrote into one of the
+    checked-in reports (docs/results and its subfolders), so no slope is typed by hand."""
+    written = {line for path in (DOCS / "results").rglob("slopes.md")
+               for line in path.read_text().splitlines() if line.startswith("| ")}
     text = README.read_text()
-    table = [line for line in text[text.index("## Results"):].splitlines()
-             if line.startswith("| ")]
-    metrics = [cell.strip() for cell in table[0].strip("|").split("|")][2:]
-    assert len(table) > 2 and metrics
-    for line in table[2:]:
-        arch, _, *cells = (cell.strip() for cell in line.strip("|").split("|"))
-        for metric, cell in zip(metrics, cells, strict=True):
-            s = summaries[(arch, metric)]
-            fitted = "no fit" if s["slope"] is None else \
-                f"{s['slope']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]"
-            assert cell == fitted, (arch, metric)
+    section = text[text.index("## Results"):text.index("\n## ", text.index("## Results") + 1)]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    assert len(table) > 4
+    assert [line for line in table if line not in written] == []
 
 
 def test_architectures_page_lists_every_registered_activation():
