@@ -23,16 +23,22 @@ def _point(net, rows: int = 3, seed: int = 1):
             rng.standard_normal((rows, net.n_out)))
 
 
-@pytest.mark.parametrize("name", EXPORTED)
-def test_torch_module_equals_forward_and_vjp(name):
-    net = compiled(name, 8, jit=False)
-    w, X, C = _point(net)
-    module = net.to_torch(w)
+def _assert_module_is_the_network(module, net, w, X, C):
+    """The torch module's outputs equal net.forward and its parameters' gradients of
+    sum(C * F), concatenated in layout order, equal net.vjp, to 1e-12."""
     F = module(torch.from_numpy(X))
     assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
     (torch.from_numpy(C) * F).sum().backward()
     grad = torch.cat([p.grad.ravel() for p in module.parameters()]).numpy()
     assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_torch_module_equals_forward_and_vjp(name):
+    net = compiled(name, 8, jit=False)
+    w, X, C = _point(net)
+    module = net.to_torch(w)
+    _assert_module_is_the_network(module, net, w, X, C)
     assert module.output_names == net.output_names
 
 
@@ -81,11 +87,7 @@ def test_neuron_graph_exports_through_its_edges(sparse):
     net = dagc.compile(graph, jit=False)
     w, X, C = _point(net, rows=4)
     module = export.to_torch(net, w, sparse=sparse)
-    F = module(torch.from_numpy(X))
-    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
-    (torch.from_numpy(C) * F).sum().backward()
-    grad = torch.cat([p.grad.ravel() for p in module.parameters()]).numpy()
-    assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
+    _assert_module_is_the_network(module, net, w, X, C)
 
 
 @pytest.mark.parametrize("sparse", export.SPARSE_MODES)
@@ -125,11 +127,7 @@ def test_masked_torch_module_equals_forward_and_vjp(name):
     net = compiled(name, 8, jit=False)
     w, X, C = _point(net)
     module = export.to_torch(net, w, sparse="masked")
-    F = module(torch.from_numpy(X))
-    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
-    (torch.from_numpy(C) * F).sum().backward()
-    grad = torch.cat([p.grad.ravel() for p in module.parameters()]).numpy()
-    assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
+    _assert_module_is_the_network(module, net, w, X, C)
 
 
 @pytest.mark.parametrize("sparse", export.SPARSE_MODES)
