@@ -481,8 +481,10 @@ def test_ctrl_c_and_a_dying_scheduler_stop_a_cluster_sweep_with_one_line(tmp_pat
                          "--nthreads", "1", "--no-dashboard"], log)
         try:
             db = tmp_path / "r.sqlite"
-            args = [sys.executable, "-m", "dagc", "sweep", ARCH, "--widths", "8,64", "--seeds",
-                    "200", "--metrics", "hessian", "--inputs", "1", "--db", str(db),
+            # Cells of tenths of a second: small ones finished all 400 before the signal
+            # arrived once the numba cache was warm.
+            args = [sys.executable, "-m", "dagc", "sweep", ARCH, "--widths", "256,512",
+                    "--seeds", "200", "--metrics", "hessian", "--inputs", "1", "--db", str(db),
                     "--scheduler-file", str(scheduler_file), "--no-progress"]
             sweep_ = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True)

@@ -621,13 +621,13 @@ def test_ctrl_c_stops_a_real_serial_sweep_and_stores_no_failure(tmp_path, monkey
     script = tmp_path / "real_sweep.py"
     script.write_text(REAL_SCRIPT)
     db = tmp_path / "real.sqlite"
-    args = ["sweep", "mlp3", "--widths", "8,256", "--seeds", "40", "--metrics", "hessian",
+    args = ["sweep", "mlp3", "--widths", "8,512", "--seeds", "40", "--metrics", "hessian",
             "--inputs", "2", "--db", str(db), "--jobs", "1", "--no-progress"]
     victim = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240  # a cold compile first
     while _count(db) < 41 and time.monotonic() < deadline and victim.poll() is None:
-        time.sleep(0.05)  # past the quick width-8 cells, into the width-256 ones
+        time.sleep(0.05)  # past the quick width-8 cells, into the width-512 ones
     assert victim.poll() is None, "the sweep finished before it could be interrupted"
     time.sleep(0.3)
     victim.send_signal(signal.SIGINT)
