@@ -464,6 +464,13 @@ def _wait_for_rows(db, n, process, seconds=180):
         time.sleep(0.05)
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child before exec: Ctrl-C's default action, which Python turns into
+    KeyboardInterrupt. A test run started in the background (`pytest &`, nohup) passes on an
+    ignored SIGINT, and Python would keep ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _statuses(db) -> Counter:
     with Store.open(db, readonly=True) as store:
         return Counter(r["status"] for r in store.rows())
@@ -487,7 +494,7 @@ def test_ctrl_c_and_a_dying_scheduler_stop_a_cluster_sweep_with_one_line(tmp_pat
                     "--seeds", "200", "--metrics", "hessian", "--inputs", "1", "--db", str(db),
                     "--scheduler-file", str(scheduler_file), "--no-progress"]
             sweep_ = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True)
+                                      text=True, preexec_fn=_sigint_as_at_a_terminal)
             _wait_for_rows(db, 5, sweep_)
             sweep_.send_signal(signal.SIGINT)
             sent = time.monotonic()
