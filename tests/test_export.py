@@ -33,6 +33,15 @@ def _assert_module_is_the_network(module, net, w, X, C):
     assert_close(grad, net.vjp(w, X, C), 1e-12, what="vjp")
 
 
+def _assert_torch_function_of_w_is_the_network(apply, net, w, X, C):
+    """`apply(u)`, a torch function of the flat weights, equals net.forward at w, and its
+    pullback of C equals net.vjp, to 1e-12."""
+    F, pullback = torch.func.vjp(apply, torch.from_numpy(w))
+    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
+    assert_close(pullback(torch.from_numpy(C))[0].numpy(), net.vjp(w, X, C), 1e-12,
+                 what="vjp")
+
+
 @pytest.mark.parametrize("name", EXPORTED)
 def test_torch_module_equals_forward_and_vjp(name):
     net = compiled(name, 8, jit=False)
@@ -161,10 +170,7 @@ def test_torch_functional_call_on_split_weights_equals_vjp():
         params = {f"weights.{key}": p for key, p in export.split_weights(net, u).items()}
         return torch.func.functional_call(module, params, (torch.from_numpy(X),))
 
-    F, pullback = torch.func.vjp(apply, torch.from_numpy(w))
-    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
-    assert_close(pullback(torch.from_numpy(C))[0].numpy(), net.vjp(w, X, C), 1e-12,
-                 what="vjp")
+    _assert_torch_function_of_w_is_the_network(apply, net, w, X, C)
 
 
 def test_torch_forward_with_split_weights_equals_vjp():
@@ -176,10 +182,7 @@ def test_torch_forward_with_split_weights_equals_vjp():
     def apply(u):
         return module.forward_with(export.split_weights(net, u), torch.from_numpy(X))
 
-    F, pullback = torch.func.vjp(apply, torch.from_numpy(w))
-    assert_close(F.detach().numpy(), net.forward(w, X), 1e-12, what="forward")
-    assert_close(pullback(torch.from_numpy(C))[0].numpy(), net.vjp(w, X, C), 1e-12,
-                 what="vjp")
+    _assert_torch_function_of_w_is_the_network(apply, net, w, X, C)
 
 
 def test_export_refuses_an_unknown_sparse_mode():
